@@ -1,0 +1,332 @@
+"""Stock Keras recurrent models with controlled initialization.
+
+:func:`build_rnn` returns a plain ``keras.Model`` made only of Keras's own layers
+(``SimpleRNN``, ``LSTM``, ``GRU``, ``Dense``), so anything the book measures on it also
+holds for models readers build themselves, and it saves and loads with
+``model.save("m.keras")`` without rnngrad installed.
+
+Matrix convention. The book writes the recurrence with column vectors,
+``h_t = phi(W_x x_t + W_h h_{t-1} + b)``. Keras multiplies row vectors from the left,
+``h_t = phi(x_t K + h_{t-1} U + b)``, so Keras's ``recurrent_kernel`` ``U`` is the
+book's ``W_h`` transposed. :func:`recurrent_matrix` returns ``W_h`` in the book's
+convention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import numpy as np
+
+from rnngrad._validation import check_choice, check_float, check_int
+
+__all__ = [
+    "CELLS",
+    "GATES",
+    "RECURRENT_INITIALIZERS",
+    "build_rnn",
+    "recurrent_init_matrix",
+    "recurrent_layers",
+    "recurrent_matrix",
+]
+
+CELLS = {"simple": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
+"""The cell names :func:`build_rnn` accepts and the Keras layers they build."""
+
+RECURRENT_INITIALIZERS = ("orthogonal", "identity", "normal", "glorot_uniform")
+"""Named recurrent initializers; each is multiplied by ``recurrent_gain``."""
+
+GATES = {"simple": ("h",), "lstm": ("i", "f", "c", "o"), "gru": ("z", "r", "h")}
+"""Gate blocks of Keras's recurrent kernels, in Keras's order."""
+
+
+def recurrent_init_matrix(name: str, units: int, *, seed: int, gain: float = 1.0) -> np.ndarray:
+    """One ``units x units`` recurrent matrix drawn from a named initializer, times ``gain``.
+
+    Parameters
+    ----------
+    name : {"orthogonal", "identity", "normal", "glorot_uniform"}
+        ``"orthogonal"`` is Haar-random (QR of a Gaussian with the signs fixed);
+        ``"normal"`` has entries N(0, 1/units), so its spectral radius is close to 1
+        and its largest singular value close to 2; ``"glorot_uniform"`` has entries
+        U(-sqrt(3/units), sqrt(3/units)).
+    units : int
+        Matrix size, >= 1.
+    seed : int
+        Seed of the NumPy generator.
+    gain : float, default 1.0
+        Scale applied to the matrix.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape ``(units, units)``.
+
+    Examples
+    --------
+    >>> q = recurrent_init_matrix("orthogonal", 4, seed=0)
+    >>> bool(np.allclose(q @ q.T, np.eye(4)))
+    True
+    """
+    check_choice("recurrent_initializer", name, RECURRENT_INITIALIZERS)
+    units = check_int("units", units, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    gain = check_float("recurrent_gain", gain)
+    rng = np.random.default_rng(seed)
+    if name == "orthogonal":
+        q, r = np.linalg.qr(rng.standard_normal((units, units)))
+        matrix = q * np.sign(np.diag(r))  # sign fix makes Q Haar-distributed
+    elif name == "identity":
+        matrix = np.eye(units)
+    elif name == "normal":
+        matrix = rng.standard_normal((units, units)) / np.sqrt(units)
+    else:
+        limit = np.sqrt(6.0 / (2 * units))
+        matrix = rng.uniform(-limit, limit, size=(units, units))
+    return gain * matrix
+
+
+def build_rnn(
+    cell: str,
+    units: int,
+    *,
+    input_dim: int,
+    output_dim: int = 1,
+    layers: int = 1,
+    activation: str | Callable | None = "tanh",
+    recurrent_initializer: str | np.ndarray = "orthogonal",
+    recurrent_gain: float = 1.0,
+    forget_bias: float = 1.0,
+    sequence_output: bool = False,
+    seed: int = 0,
+    output_activation: str | None = None,
+    recurrent_activation: str = "sigmoid",
+    use_bias: bool = True,
+    length: int | None = None,
+    dtype: str = "float32",
+    name: str | None = None,
+) -> keras.Model:
+    """Build a stacked recurrent network from stock Keras layers with a chosen recurrent init.
+
+    The model maps ``(B, T, input_dim)`` to ``(B, output_dim)`` read from the last
+    step, or to ``(B, T, output_dim)`` with ``sequence_output=True``: ``layers``
+    recurrent layers of ``units`` each, then a ``Dense`` read-out.
+
+    Parameters
+    ----------
+    cell : {"simple", "lstm", "gru"}
+        ``keras.layers.SimpleRNN``, ``LSTM`` or ``GRU``.
+    units : int
+        Hidden units per recurrent layer, >= 1.
+    input_dim : int
+        Features per time step, >= 1.
+    output_dim : int, default 1
+        Units of the ``Dense`` read-out, >= 1.
+    layers : int, default 1
+        Number of stacked recurrent layers, >= 1.
+    activation : str or callable or None, default "tanh"
+        The recurrent layers' activation (for LSTM/GRU: the candidate and output
+        nonlinearity). ``None`` or ``"linear"`` gives a linear RNN.
+    recurrent_initializer : str or numpy.ndarray, default "orthogonal"
+        One of :data:`RECURRENT_INITIALIZERS` (see :func:`recurrent_init_matrix`), or a
+        ``(units, units)`` array used as ``W_h`` in the book's convention (Keras's
+        ``recurrent_kernel`` is its transpose). For LSTM/GRU it is applied to each
+        gate's ``units x units`` block, every block drawn independently.
+    recurrent_gain : float, default 1.0
+        Multiplies every recurrent block.
+    forget_bias : float, default 1.0
+        Initial bias of the LSTM forget gate (Keras's ``unit_forget_bias`` gives 1.0).
+        Ignored by the other cells.
+    sequence_output : bool, default False
+        Read out every step instead of only the last one.
+    seed : int, default 0
+        The same arguments and seed give identical weights.
+    output_activation : str or None, default None
+        Activation of the ``Dense`` read-out, e.g. ``"softmax"``.
+    recurrent_activation : str, default "sigmoid"
+        Gate activation of LSTM/GRU.
+    use_bias : bool, default True
+        Whether the recurrent layers have biases.
+    length : int or None, default None
+        Fixed sequence length of the ``Input``; ``None`` accepts any length.
+    dtype : {"float32", "float64"}, default "float32"
+        Precision of every layer.
+    name : str or None
+        Model name; by default ``"<cell>_rnn"``.
+
+    Returns
+    -------
+    keras.Model
+        A Functional model, not compiled.
+
+    Examples
+    --------
+    >>> model = build_rnn("lstm", 8, input_dim=2, layers=2, seed=1)
+    >>> [layer.__class__.__name__ for layer in model.layers]
+    ['InputLayer', 'LSTM', 'LSTM', 'Dense']
+    """
+    check_choice("cell", cell, CELLS)
+    units = check_int("units", units, minimum=1)
+    input_dim = check_int("input_dim", input_dim, minimum=1)
+    output_dim = check_int("output_dim", output_dim, minimum=1)
+    layers = check_int("layers", layers, minimum=1)
+    recurrent_gain = check_float("recurrent_gain", recurrent_gain)
+    forget_bias = check_float("forget_bias", forget_bias)
+    seed = check_int("seed", seed, minimum=0)
+    check_choice("dtype", dtype, ("float32", "float64"))
+    if length is not None:
+        length = check_int("length", length, minimum=1)
+    w_h = _check_recurrent_initializer(recurrent_initializer, units)
+    activation = _check_activation("activation", activation)
+    recurrent_activation = _check_activation("recurrent_activation", recurrent_activation)
+    output_activation = _check_activation("output_activation", output_activation)
+
+    inputs = keras.Input((length, input_dim), dtype=dtype, name="sequence")
+    x = inputs
+    for index in range(layers):
+        options = dict(
+            activation=activation,
+            use_bias=use_bias,
+            return_sequences=sequence_output or index < layers - 1,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=_subseed(seed, index, 0)),
+            dtype=dtype,
+            name=f"{cell}_{index + 1}",
+        )
+        if cell != "simple":
+            options["recurrent_activation"] = recurrent_activation
+        x = CELLS[cell](units, **options)(x)
+    outputs = keras.layers.Dense(
+        output_dim,
+        activation=output_activation,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=_subseed(seed, layers, 0)),
+        dtype=dtype,
+        name="readout",
+    )(x)
+    model = keras.Model(inputs, outputs, name=name or f"{cell}_rnn")
+
+    for index, layer in enumerate(recurrent_layers(model)):
+        blocks = []
+        for gate in range(len(GATES[cell])):
+            if w_h is None:
+                block = recurrent_init_matrix(
+                    recurrent_initializer,
+                    units,
+                    seed=_subseed(seed, index, 1 + gate),
+                    gain=recurrent_gain,
+                )
+            else:
+                block = recurrent_gain * w_h
+            blocks.append(block.T)  # Keras's recurrent_kernel is W_h transposed
+        layer.cell.recurrent_kernel.assign(np.concatenate(blocks, axis=1).astype(dtype))
+        if cell == "lstm" and use_bias:
+            bias = np.zeros(4 * units, dtype=dtype)
+            bias[units : 2 * units] = forget_bias  # Keras's gate order: i, f, c, o
+            layer.cell.bias.assign(bias)
+    return model
+
+
+def recurrent_layers(model: keras.Model) -> list[keras.layers.RNN]:
+    """The ``SimpleRNN``/``LSTM``/``GRU`` layers of a model, nested models included.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Any Keras model or layer.
+
+    Returns
+    -------
+    list of keras.layers.RNN
+        In the order Keras tracks them (for stacked models, input to output).
+    """
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(f"model must be a Keras model or layer, got {type(model).__name__}")
+    found = [model] if isinstance(model, keras.layers.RNN) else []
+    found += [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.RNN)
+    ]
+    return found
+
+
+def recurrent_matrix(layer: keras.layers.Layer, gate: str | None = None) -> np.ndarray:
+    """The recurrent matrix ``W_h`` of a recurrent layer, in the book's convention.
+
+    Parameters
+    ----------
+    layer : keras.layers.SimpleRNN, LSTM or GRU
+        The layer (or a ``keras.layers.RNN`` wrapping one of their cells).
+    gate : str or None
+        For LSTM one of ``"i", "f", "c", "o"``, for GRU one of ``"z", "r", "h"``;
+        ``None`` for SimpleRNN.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(units, units)``: ``W_h = U_gate.T`` where ``U`` is Keras's
+        ``recurrent_kernel``.
+    """
+    kind = _cell_kind(layer)
+    gates = GATES[kind]
+    if kind == "simple":
+        if gate not in (None, "h"):
+            raise ValueError(f"gate must be None for a SimpleRNN layer, got {gate!r}")
+        index = 0
+    else:
+        if gate is None:
+            raise ValueError(f"gate must be one of {gates} for a {kind.upper()} layer")
+        index = gates.index(check_choice("gate", gate, gates))
+    units = layer.cell.units
+    kernel = keras.ops.convert_to_numpy(layer.cell.recurrent_kernel)
+    return kernel[:, index * units : (index + 1) * units].T
+
+
+def _cell_kind(layer: object) -> str:
+    cell = getattr(layer, "cell", None)
+    if isinstance(cell, keras.layers.SimpleRNNCell):
+        return "simple"
+    if isinstance(cell, keras.layers.LSTMCell):
+        return "lstm"
+    if isinstance(cell, keras.layers.GRUCell):
+        return "gru"
+    raise TypeError(
+        f"layer must be a keras SimpleRNN, LSTM or GRU layer, got {type(layer).__name__}"
+    )
+
+
+def _subseed(seed: int, layer: int, part: int) -> int:
+    """A distinct, reproducible seed for each weight of each layer."""
+    return int(np.random.SeedSequence([seed, layer, part]).generate_state(1)[0])
+
+
+def _check_recurrent_initializer(value: object, units: int) -> np.ndarray | None:
+    if isinstance(value, str):
+        check_choice("recurrent_initializer", value, RECURRENT_INITIALIZERS)
+        return None
+    if isinstance(value, np.ndarray):
+        if value.shape != (units, units):
+            raise ValueError(
+                f"recurrent_initializer as an array must have shape ({units}, {units}), "
+                f"got {value.shape}"
+            )
+        if not np.all(np.isfinite(value)):
+            raise ValueError("recurrent_initializer must hold finite numbers")
+        return value.astype(np.float64)
+    raise TypeError(
+        "recurrent_initializer must be one of "
+        f"{', '.join(RECURRENT_INITIALIZERS)} or a (units, units) NumPy array, "
+        f"got {type(value).__name__}"
+    )
+
+
+def _check_activation(name: str, value: object) -> object:
+    if value is None or callable(value):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, a callable or None, got {type(value).__name__}")
+    try:
+        keras.activations.get(value)
+    except ValueError:
+        raise ValueError(f"{name} must name a Keras activation, got {value!r}") from None
+    return value

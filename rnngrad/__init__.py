@@ -9,6 +9,8 @@ Its modules, one job each:
 - :mod:`rnngrad.probes`: the exact one-pass probe of dL/dh_t for every time step;
 - :mod:`rnngrad.profiles`: gradient ratios and fitted decay rates of measured profiles;
 - :mod:`rnngrad.theory`: closed-form predictions and bounds;
+- :mod:`rnngrad.meanfield`: mean-field rate predictions along a network's trajectory;
+- :mod:`rnngrad.checks`: finite differences, an independent check of the probe;
 - :mod:`rnngrad.plotting`: the book's figure style and recurring plots.
 """
 
@@ -35,7 +37,7 @@ if keras.backend.backend() != "tensorflow":  # keras was imported earlier with a
         f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before importing Keras."
     )
 
-from rnngrad import models, plotting, probes, profiles, tasks, theory  # noqa: E402
+from rnngrad import checks, meanfield, models, plotting, probes, profiles, tasks, theory  # noqa: E402
 from rnngrad._seed import seed_everything  # noqa: E402
 from rnngrad.models import build_rnn  # noqa: E402
 from rnngrad.probes import state_gradient_norms, state_gradients  # noqa: E402
@@ -44,6 +46,8 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "build_rnn",
+    "checks",
+    "meanfield",
     "models",
     "plotting",
     "probes",

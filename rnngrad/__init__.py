@@ -11,6 +11,7 @@ Its modules, one job each:
 - :mod:`rnngrad.theory`: closed-form predictions and bounds;
 - :mod:`rnngrad.meanfield`: mean-field rate predictions along a network's trajectory;
 - :mod:`rnngrad.checks`: finite differences, an independent check of the probe;
+- :mod:`rnngrad.training`: reproducible training runs with clipping and divergence handling;
 - :mod:`rnngrad.plotting`: the book's figure style and recurring plots.
 """
 
@@ -37,7 +38,17 @@ if keras.backend.backend() != "tensorflow":  # keras was imported earlier with a
         f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before importing Keras."
     )
 
-from rnngrad import checks, meanfield, models, plotting, probes, profiles, tasks, theory  # noqa: E402
+from rnngrad import (  # noqa: E402
+    checks,
+    meanfield,
+    models,
+    plotting,
+    probes,
+    profiles,
+    tasks,
+    theory,
+    training,
+)
 from rnngrad._seed import seed_everything  # noqa: E402
 from rnngrad.models import build_rnn  # noqa: E402
 from rnngrad.probes import state_gradient_norms, state_gradients  # noqa: E402
@@ -57,4 +68,5 @@ __all__ = [
     "state_gradients",
     "tasks",
     "theory",
+    "training",
 ]

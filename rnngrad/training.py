@@ -1,0 +1,355 @@
+"""Small, reproducible training runs: one entry point, clipping options, divergence handling.
+
+:func:`train` compiles a model with an optimizer built by :func:`make_optimizer` (Keras's
+own clipping options: ``clipnorm`` per variable, ``clipvalue`` per element,
+``global_clipnorm`` for the whole gradient as in Pascanu et al. 2013), fits it, and
+returns a :class:`TrainResult` that keeps the history even when the loss becomes NaN or
+infinite: divergence is a result, not a crash. :func:`train_seeds` repeats a run over
+seeds while reusing one compiled model, since tracing a recurrent model costs seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from rnngrad._seed import seed_everything
+from rnngrad._validation import check_array, check_choice, check_float, check_int
+
+__all__ = [
+    "OPTIMIZERS",
+    "StopOnNonFinite",
+    "TrainResult",
+    "make_optimizer",
+    "train",
+    "train_seeds",
+]
+
+OPTIMIZERS = {
+    "sgd": keras.optimizers.SGD,
+    "adam": keras.optimizers.Adam,
+    "rmsprop": keras.optimizers.RMSprop,
+}
+"""Optimizer names :func:`make_optimizer` accepts."""
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    Attributes
+    ----------
+    history : dict of str to list of float
+        Per-epoch values, as Keras's ``History`` records them (``loss``, ``val_loss``,
+        and anything callbacks add). The epoch in which training stopped on a
+        non-finite loss is included.
+    diverged : bool
+        True if the loss became NaN or infinite and training stopped.
+    stopped_at : tuple of (int, int) or None
+        ``(epoch, batch)``, both from 0, where the loss first became non-finite.
+    seconds : float
+        Wall-clock duration of the fit.
+    seed : int
+        The seed the run used.
+    """
+
+    history: dict[str, list[float]]
+    diverged: bool
+    stopped_at: tuple[int, int] | None
+    seconds: float
+    seed: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def final(self, key: str = "loss") -> float:
+        """The last recorded value of ``key`` (NaN if it was never recorded)."""
+        values = self.history.get(key, [])
+        return float(values[-1]) if values else float("nan")
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stop training at the first batch whose loss is NaN or infinite, with a warning.
+
+    Unlike an exception, this keeps everything recorded so far: Keras still closes the
+    epoch, so ``History`` holds the partial epoch too.
+
+    Attributes
+    ----------
+    stopped_at : tuple of (int, int) or None
+        ``(epoch, batch)`` of the first non-finite loss.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped_at: tuple[int, int] | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)) and self.stopped_at is None:
+            self.stopped_at = (self._epoch, batch)
+            self.model.stop_training = True
+            warnings.warn(
+                f"training stopped: the loss became {float(loss)} at epoch {self._epoch}, "
+                f"batch {batch} (exploding gradients?); the history so far is kept",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+def make_optimizer(
+    name: str = "adam",
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 1e-3,
+    *,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+    momentum: float = 0.0,
+) -> keras.optimizers.Optimizer:
+    """A Keras optimizer with the chosen learning rate (or schedule) and clipping.
+
+    Parameters
+    ----------
+    name : {"sgd", "adam", "rmsprop"}
+    learning_rate : float or keras.optimizers.schedules.LearningRateSchedule
+        A positive rate, or a schedule of the step count.
+    clipnorm : float, optional
+        Rescale each variable's gradient to at most this norm (per variable).
+    clipvalue : float, optional
+        Clip every gradient element to ``[-clipvalue, clipvalue]`` (changes direction).
+    global_clipnorm : float, optional
+        Rescale the whole gradient to at most this norm: Pascanu's clipping.
+    momentum : float, default 0.0
+        SGD momentum (ignored by the other optimizers).
+
+    Returns
+    -------
+    keras.optimizers.Optimizer
+    """
+    check_choice("optimizer", name, OPTIMIZERS)
+    if not isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        learning_rate = check_float("learning_rate", learning_rate, positive=True)
+    options: dict[str, Any] = {"learning_rate": learning_rate}
+    given = {"clipnorm": clipnorm, "clipvalue": clipvalue, "global_clipnorm": global_clipnorm}
+    given = {key: value for key, value in given.items() if value is not None}
+    if len(given) > 1:
+        raise ValueError(f"choose at most one of clipnorm, clipvalue, global_clipnorm; got {given}")
+    for key, value in given.items():
+        options[key] = check_float(key, value, positive=True)
+    if name == "sgd":
+        options["momentum"] = check_float("momentum", momentum)
+    return OPTIMIZERS[name](**options)
+
+
+def train(
+    model: keras.Model,
+    x: Any,
+    y: Any,
+    *,
+    epochs: int,
+    batch_size: int = 32,
+    optimizer: str | keras.optimizers.Optimizer = "adam",
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 1e-3,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+    loss: str | Callable = "mse",
+    validation_data: tuple[Any, Any] | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    seed: int = 0,
+    verbose: int = 0,
+) -> TrainResult:
+    """Compile and fit ``model``; stop (and warn) on a non-finite loss, keeping the history.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The model to train, in place.
+    x, y : array-like
+        Training data.
+    epochs : int
+        Number of passes over the data, >= 1.
+    batch_size : int, default 32
+    optimizer : str or keras.optimizers.Optimizer, default "adam"
+        A name for :func:`make_optimizer` (with ``learning_rate`` and the clipping
+        options), or a ready optimizer (then those options must be left unset).
+    learning_rate, clipnorm, clipvalue, global_clipnorm
+        See :func:`make_optimizer`.
+    loss : str or callable, default "mse"
+        Any Keras loss.
+    validation_data : tuple, optional
+        ``(x_val, y_val)`` evaluated after every epoch (``val_loss`` in the history).
+    callbacks : sequence of keras.callbacks.Callback
+        Extra callbacks, e.g. a gradient recorder.
+    seed : int, default 0
+        Seeds everything (shuffling included) before the fit.
+    verbose : int, default 0
+        Keras's verbosity.
+
+    Returns
+    -------
+    TrainResult
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
+    _compile(model, optimizer, learning_rate, clipnorm, clipvalue, global_clipnorm, loss)
+    return _fit(model, x, y, epochs, batch_size, validation_data, callbacks, seed, verbose)
+
+
+def train_seeds(
+    build: Callable[[int], keras.Model],
+    x: Any,
+    y: Any,
+    seeds: Sequence[int],
+    *,
+    progress: bool | None = None,
+    **train_kwargs: Any,
+) -> list[TrainResult]:
+    """Train a freshly initialized model for each seed, reusing one compiled model.
+
+    ``build(seed)`` gives the initial weights for each seed. The first model is
+    compiled once; for later seeds its weights are replaced by ``build(seed)``'s and the
+    optimizer's state (step count, moments) is reset, so the run is the same as training
+    ``build(seed)`` from scratch, without tracing the training step again.
+
+    Parameters
+    ----------
+    build : callable
+        ``seed -> keras.Model``, the same architecture for every seed.
+    x, y : array-like
+        Training data.
+    seeds : sequence of int
+        One run per seed.
+    progress : bool, optional
+        Print one line per run to stderr. By default only when stderr is a terminal,
+        so notebooks and the book stay quiet.
+    **train_kwargs
+        Passed to :func:`train` (``epochs`` is required).
+
+    Returns
+    -------
+    list of TrainResult
+        In the order of ``seeds``.
+    """
+    seeds = [check_int("seeds", s, minimum=0) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed")
+    if progress is None:
+        progress = sys.stderr.isatty()
+    results = []
+    model = None
+    for index, seed in enumerate(seeds):
+        fresh = build(seed)
+        if model is None:
+            model = fresh
+            kwargs = dict(train_kwargs)
+            fit_keys = ("epochs", "batch_size", "validation_data", "callbacks", "verbose")
+            fit_args = {key: kwargs.pop(key) for key in fit_keys if key in kwargs}
+            if "epochs" not in fit_args:
+                raise TypeError("train_seeds needs epochs=... for train()")
+            kwargs.pop("seed", None)
+            _compile(
+                model,
+                kwargs.pop("optimizer", "adam"),
+                kwargs.pop("learning_rate", 1e-3),
+                kwargs.pop("clipnorm", None),
+                kwargs.pop("clipvalue", None),
+                kwargs.pop("global_clipnorm", None),
+                kwargs.pop("loss", "mse"),
+            )
+            if kwargs:
+                raise TypeError(f"unexpected arguments for train(): {sorted(kwargs)}")
+        else:
+            model.set_weights(fresh.get_weights())
+            _reset_optimizer(model.optimizer)
+        result = _fit(
+            model,
+            x,
+            y,
+            fit_args["epochs"],
+            fit_args.get("batch_size", 32),
+            fit_args.get("validation_data"),
+            fit_args.get("callbacks", ()),
+            seed,
+            fit_args.get("verbose", 0),
+        )
+        results.append(result)
+        if progress:
+            print(
+                f"[{index + 1}/{len(seeds)}] seed {seed}: loss {result.final():.4g}"
+                f"{' (diverged)' if result.diverged else ''} in {result.seconds:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    return results
+
+
+def _compile(model, optimizer, learning_rate, clipnorm, clipvalue, global_clipnorm, loss):
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        if any(v is not None for v in (clipnorm, clipvalue, global_clipnorm)):
+            raise ValueError("set clipping on the optimizer you pass, not as train() arguments")
+        built = optimizer
+    elif isinstance(optimizer, str):
+        built = make_optimizer(
+            optimizer,
+            learning_rate,
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+        )
+    else:
+        raise TypeError(
+            f"optimizer must be a name or a keras optimizer, got {type(optimizer).__name__}"
+        )
+    model.compile(optimizer=built, loss=loss)
+
+
+def _fit(model, x, y, epochs, batch_size, validation_data, callbacks, seed, verbose):
+    epochs = check_int("epochs", epochs, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    x = check_array("x", x)
+    y = check_array("y", y)
+    if len(x) != len(y):
+        raise ValueError(
+            f"x and y must have the same number of examples, got {len(x)} and {len(y)}"
+        )
+    seed_everything(seed)
+    stopper = StopOnNonFinite()
+    start = time.perf_counter()
+    history = model.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_data=validation_data,
+        callbacks=[stopper, *callbacks],
+        shuffle=True,
+        verbose=verbose,
+    )
+    seconds = time.perf_counter() - start
+    record = {key: [float(v) for v in values] for key, values in history.history.items()}
+    return TrainResult(
+        history=record,
+        diverged=stopper.stopped_at is not None,
+        stopped_at=stopper.stopped_at,
+        seconds=seconds,
+        seed=seed,
+    )
+
+
+def _reset_optimizer(optimizer: keras.optimizers.Optimizer) -> None:
+    """Zero the optimizer's state (step count, moments) so the next fit starts afresh."""
+    learning_rate = getattr(optimizer, "_learning_rate", None)  # a variable; keep its value
+    for variable in optimizer.variables:
+        if variable is not learning_rate:
+            variable.assign(np.zeros(variable.shape, dtype=variable.dtype))

@@ -12,12 +12,22 @@ Its modules, one job each:
 - :mod:`rnngrad.meanfield`: mean-field rate predictions along a network's trajectory;
 - :mod:`rnngrad.checks`: finite differences, an independent check of the probe;
 - :mod:`rnngrad.training`: reproducible training runs with clipping and divergence handling;
+- :mod:`rnngrad.diagnosis`: :func:`~rnngrad.diagnosis.diagnose`, a gradient-health report
+  for your own model (also the ``rnngrad diagnose`` command);
 - :mod:`rnngrad.plotting`: the book's figure style and recurring plots.
+
+Submodules load on first use, so ``import rnngrad`` is quick and TensorFlow is imported
+only when something needs it (the command line tool relies on this to keep
+TensorFlow's start-up logs off the terminal).
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
+import sys
+from typing import Any
 
 # rnngrad drives TensorFlow directly (tf.function, GradientTape), so Keras must run on
 # the TensorFlow backend. Fail at import, with the fix, rather than deep inside a probe.
@@ -27,46 +37,47 @@ if _backend != "tensorflow":
         f"rnngrad needs Keras's TensorFlow backend, but KERAS_BACKEND={_backend!r}. "
         "Unset KERAS_BACKEND or set it to 'tensorflow' before importing rnngrad."
     )
+if "keras" in sys.modules and sys.modules["keras"].backend.backend() != "tensorflow":
+    raise ImportError(
+        "rnngrad needs Keras's TensorFlow backend, but Keras was already imported with the "
+        f"{sys.modules['keras'].backend.backend()!r} backend. Set KERAS_BACKEND=tensorflow "
+        "before importing Keras."
+    )
 # TensorFlow's C++ start-up chatter (oneDNN, CUDA stubs) is noise for readers.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-
-if keras.backend.backend() != "tensorflow":  # keras was imported earlier with another backend
-    raise ImportError(
-        f"rnngrad needs Keras's TensorFlow backend, but Keras is running on "
-        f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before importing Keras."
-    )
-
-from rnngrad import (  # noqa: E402
-    checks,
-    meanfield,
-    models,
-    plotting,
-    probes,
-    profiles,
-    tasks,
-    theory,
-    training,
-)
-from rnngrad._seed import seed_everything  # noqa: E402
-from rnngrad.models import build_rnn  # noqa: E402
-from rnngrad.probes import state_gradient_norms, state_gradients  # noqa: E402
-
 __version__ = "0.1.0"
-__all__ = [
-    "__version__",
-    "build_rnn",
+
+_SUBMODULES = (
     "checks",
+    "diagnosis",
     "meanfield",
     "models",
     "plotting",
     "probes",
     "profiles",
-    "seed_everything",
-    "state_gradient_norms",
-    "state_gradients",
     "tasks",
     "theory",
     "training",
-]
+)
+_FUNCTIONS = {
+    "build_rnn": "models",
+    "diagnose": "diagnosis",
+    "seed_everything": "_seed",
+    "state_gradient_norms": "probes",
+    "state_gradients": "probes",
+}
+
+__all__ = ["__version__", *_SUBMODULES, *_FUNCTIONS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FUNCTIONS:
+        return getattr(importlib.import_module(f"rnngrad.{_FUNCTIONS[name]}"), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"rnngrad.{name}") is not None:
+        return importlib.import_module(f"rnngrad.{name}")  # any public submodule
+    raise AttributeError(f"module 'rnngrad' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

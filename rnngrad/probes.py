@@ -35,7 +35,7 @@ import tensorflow as tf
 from rnngrad._validation import check_array, check_choice
 from rnngrad.models import _cell_kind, recurrent_layers
 
-__all__ = ["LOSSES", "STATES", "state_gradient_norms", "state_gradients"]
+__all__ = ["LOSSES", "STATES", "global_gradient_norm", "state_gradient_norms", "state_gradients"]
 
 LOSSES = (
     "mse",
@@ -156,6 +156,50 @@ def state_gradients(
     return grads
 
 
+def global_gradient_norm(
+    model: keras.Model, x: Any, y: Any = None, *, loss: LossArg = "mse"
+) -> float:
+    """Norm of the gradient of the batch-mean loss with respect to all trainable weights.
+
+    This is the quantity ``global_clipnorm`` clips: the gradient an optimizer would see
+    for this batch, all variables concatenated.
+
+    Parameters
+    ----------
+    model, x, y, loss
+        As in :func:`state_gradient_norms`; the loss is averaged over the batch.
+
+    Returns
+    -------
+    float
+        Computed in float64 from the per-variable gradients; inf or NaN if they overflow.
+
+    Examples
+    --------
+    >>> import rnngrad
+    >>> model = rnngrad.build_rnn("gru", 8, input_dim=2)
+    >>> x, y = rnngrad.tasks.adding_problem(16, 20, seed=0)
+    >>> bool(global_gradient_norm(model, x, y) > 0)
+    True
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
+    if isinstance(loss, str):
+        check_choice("loss", loss, LOSSES)
+    elif not callable(loss):
+        raise TypeError(f"loss must be one of {LOSSES} or a callable, got {type(loss).__name__}")
+    x = _check_inputs(model, x)
+    if y is not None:
+        y = _check_targets(model, x, y, loss)
+    key = (loss if isinstance(loss, str) else id(loss), y is None)
+    per_model = _GRADIENT_NORM_CACHE.setdefault(model, {})
+    if key not in per_model:
+        per_model[key] = _compile_gradient_norm(model, loss, y is None)
+    with _quiet_retracing_warnings():
+        value = per_model[key](x) if y is None else per_model[key](x, y)
+    return float(value.numpy())
+
+
 # --------------------------------------------------------------------------- internals
 
 
@@ -163,6 +207,7 @@ def state_gradients(
 class _ProbeResult:
     gradients: list[tf.Tensor]  # per layer, (B, T, width)
     norms: list[tf.Tensor]  # per layer, (T,) float64
+    layer_names: list[str]  # the probed layers, in call order
 
 
 @dataclass
@@ -173,6 +218,7 @@ class _Recorder:
     state: str
     # One group per layer call: [eps_h], [eps_c] or [eps_h, eps_c], each (T, B, units).
     perturbations: list[list[tf.Tensor]] = field(default_factory=list)
+    layer_names: list[str] = field(default_factory=list)  # in call order
 
 
 def _run_probe(
@@ -199,17 +245,17 @@ def _run_probe(
     per_model = _PROBE_CACHE.setdefault(model, {})
     if key not in per_model:
         per_model[key] = _compile_probe(model, layers, loss, state, y is None, jit_compile)
-    probe = per_model[key]
+    probe, layer_names = per_model[key]
     try:
         with _quiet_retracing_warnings():
             gradients, norms = probe(x) if y is None else probe(x, y)
     except (tf.errors.InvalidArgumentError, ValueError) as err:
         raise ValueError(f"the probe could not run model {model.name!r} on x: {err}") from err
-    return _ProbeResult(list(gradients), list(norms))
+    return _ProbeResult(list(gradients), list(norms), list(layer_names))
 
 
-# model -> {(loss, state, no_targets, jit): compiled probe}. Weak keys: a model's cache dies
-# with it (the compiled functions only hold a weak reference to the model).
+# model -> {(loss, state, no_targets, jit): (compiled probe, layer names)}. Weak keys: a
+# model's cache dies with it (the compiled functions only hold a weak reference to it).
 _PROBE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -220,9 +266,11 @@ def _compile_probe(
     state: str,
     no_targets: bool,
     jit_compile: bool,
-) -> Callable:
+) -> tuple[Callable, list[str]]:
+    """The compiled probe, and the list of probed layer names it fills in when traced."""
     model_ref = weakref.ref(model)
     layer_refs = [weakref.ref(layer) for layer in layers]
+    layer_names: list[str] = []
 
     def probe(x: tf.Tensor, y: tf.Tensor | None = None):
         model = model_ref()
@@ -234,6 +282,7 @@ def _compile_probe(
                 raise ValueError(f"model {model.name!r} has several outputs; the probe needs one")
             per_example = _per_example_loss(loss, model, y, y_pred)  # (B,)
             total = tf.reduce_sum(per_example)  # example i's state only affects L_i
+        layer_names[:] = recorder.layer_names  # a trace-time side effect, by design
         grads = tape.gradient(  # the one backward pass, for every layer at once
             total, recorder.perturbations, unconnected_gradients=tf.UnconnectedGradients.ZERO
         )
@@ -243,9 +292,27 @@ def _compile_probe(
         norms = [tf.reduce_mean(tf.norm(tf.cast(g, tf.float64), axis=-1), axis=0) for g in grads]
         return grads, norms
 
-    if no_targets:
-        return tf.function(lambda x: probe(x), jit_compile=jit_compile, reduce_retracing=True)
-    return tf.function(probe, jit_compile=jit_compile, reduce_retracing=True)
+    function = (lambda x: probe(x)) if no_targets else probe
+    return tf.function(function, jit_compile=jit_compile, reduce_retracing=True), layer_names
+
+
+_GRADIENT_NORM_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compile_gradient_norm(model: keras.Model, loss: LossArg, no_targets: bool) -> Callable:
+    model_ref = weakref.ref(model)
+
+    def gradient_norm(x: tf.Tensor, y: tf.Tensor | None = None) -> tf.Tensor:
+        model = model_ref()
+        weights = model.trainable_variables
+        with tf.GradientTape() as tape:
+            mean_loss = tf.reduce_mean(_per_example_loss(loss, model, y, model(x, training=False)))
+        grads = tape.gradient(mean_loss, weights)
+        squares = [tf.reduce_sum(tf.square(tf.cast(g, tf.float64))) for g in grads if g is not None]
+        return tf.sqrt(tf.add_n(squares))
+
+    function = (lambda x: gradient_norm(x)) if no_targets else gradient_norm
+    return tf.function(function, reduce_retracing=True)
 
 
 @contextlib.contextmanager
@@ -334,6 +401,7 @@ def _perturbed_loop(
     for eps in watched:
         recorder.tape.watch(eps)
     recorder.perturbations.append(watched)
+    recorder.layer_names.append(layer.name)
 
     act, gate_act = cell.activation, getattr(cell, "recurrent_activation", None)
 
@@ -484,7 +552,7 @@ def _check_targets(model: keras.Model, x: tf.Tensor, y: Any, loss: LossArg) -> t
         )
     try:
         out_shape = tuple(model.compute_output_shape(tuple(x.shape)))
-    except Exception:
+    except Exception:  # subclassed models may not know their output shape; the run will tell
         out_shape = None
     if callable(loss) and not isinstance(loss, str):
         return tf.convert_to_tensor(array)

@@ -302,3 +302,13 @@ def test_model_without_recurrent_layer_raises():
     model = keras.Sequential([keras.Input((5, 2)), keras.layers.Dense(1)])
     with pytest.raises(ValueError, match="no SimpleRNN, LSTM or GRU"):
         state_gradient_norms(model, np.zeros((2, 5, 2)), np.zeros((2, 5, 1)))
+
+
+def test_global_gradient_norm_equals_a_tape_over_the_weights():
+    model = rnngrad.build_rnn("lstm", 6, input_dim=2, layers=2)
+    x, y = adding_problem(8, 20, seed=12)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(mse(y, model(x)))
+    grads = tape.gradient(loss, model.trainable_variables)
+    expected = np.sqrt(sum(float(tf.reduce_sum(g.numpy().astype(np.float64) ** 2)) for g in grads))
+    assert rnngrad.probes.global_gradient_norm(model, x, y) == pytest.approx(expected, rel=1e-5)

@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 # Quiet TensorFlow's C++ start-up logs in every process we start.
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: book book-strict test lint unit notebooks benchmark lock clean
+.PHONY: book book-strict test lint unit notebooks site-test repro benchmark report lock clean \
+        cache-check
 
 $(STAMP): requirements-lock.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,14 +17,24 @@ $(STAMP): requirements-lock.txt pyproject.toml
 	touch $(STAMP)
 
 ## book: build the HTML book into _build/html, executing every notebook
-book: $(STAMP)
+book: $(STAMP) cache-check
 	$(BIN)/jupyter-book build .
 
 ## book-strict: the build CI runs: any warning, broken reference or failing cell fails it
-book-strict: $(STAMP)
+book-strict: $(STAMP) cache-check
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
-## test: lint, unit tests, then every notebook executed by nbmake
+# The execution cache hashes cell sources only: a change to the package (or to the
+# locked versions) must re-execute every chapter, so clear the cache when they change.
+cache-check:
+	@mkdir -p _build
+	@hash=$$(cat rnngrad/*.py requirements-lock.txt | sha256sum | cut -d' ' -f1); \
+	if [ "$$(cat _build/.package-hash 2>/dev/null)" != "$$hash" ]; then \
+		echo "rnngrad/ or the lock file changed: clearing the notebook execution cache"; \
+		rm -rf _build/.jupyter_cache; echo "$$hash" > _build/.package-hash; \
+	fi
+
+## test: lint, unit tests (with the docstring examples), then every notebook under nbmake
 test: lint unit notebooks
 
 lint: $(STAMP)
@@ -31,14 +42,27 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 unit: $(STAMP)
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q tests --ignore=tests/site -m "not slow" --doctest-modules rnngrad
 
 notebooks: $(STAMP)
 	$(BIN)/pytest -q --nbmake --nbmake-timeout=300 book
 
-## benchmark: the probe's cost against a training step and the eager unroll (README table)
+## site-test: the built site in headless Chromium (needs `make book` and the chromium package)
+site-test: $(STAMP)
+	$(BIN)/pytest -q tests/site
+
+## repro: a chapter that trains models, run twice, prints the same numbers
+repro: $(STAMP)
+	$(BIN)/pytest -q -m slow tests
+
+## benchmark: the probe's and the command's costs (README tables)
 benchmark: $(STAMP)
-	$(BIN)/python benchmarks/probe.py
+	$(BIN)/python benchmarks/probe.py --update-readme
+	$(BIN)/python benchmarks/cli.py
+
+## report: the time each notebook took in the last book build, into the README
+report: $(STAMP)
+	$(BIN)/python benchmarks/exec_report.py --update-readme
 
 ## lock: re-resolve requirements-lock.txt from pyproject.toml's ranges
 lock:

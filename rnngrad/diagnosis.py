@@ -47,7 +47,7 @@ VANISHING_RATIO = 1e-3
 EXPLODING_RATIO = 1e3
 """A layer explodes if its gradient grows beyond this multiple of the last step's."""
 VERDICTS = ("healthy", "vanishing", "exploding")
-"""Possible verdicts, from best to worst: the worst layer decides the model's verdict."""
+"""The possible verdicts, from best to worst; the worst layer decides the model's verdict."""
 
 # Chapters that explain each suggestion (document paths in the book).
 _CHAPTERS = {

@@ -46,7 +46,7 @@ LOSSES = (
 """Loss names the probe understands; a callable ``(y_true, y_pred) -> (B,)`` also works."""
 
 STATES = ("h", "c", "all")
-"""Which state to probe: hidden output, LSTM cell state, or both concatenated."""
+"""The states the probe can differentiate (hidden output, LSTM cell state, or both)."""
 
 LossArg = str | Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 

@@ -14,7 +14,7 @@ import numpy as np
 from rnngrad._validation import check_array, check_int
 
 ADDING_BASELINE_MSE: float = 1.0 / 6.0
-"""Test MSE of always predicting 1.0 on the adding problem: Var(U1 + U2) = 2/12 = 1/6."""
+"""The test MSE of always predicting 1.0 on the adding problem, Var(U1 + U2) = 2/12 = 1/6."""
 
 __all__ = [
     "ADDING_BASELINE_MSE",

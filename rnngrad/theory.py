@@ -33,12 +33,12 @@ ACTIVATION_DERIVATIVE_BOUNDS: dict[str, float] = {
     "sigmoid": 0.25,
     "relu": 1.0,
 }
-"""gamma = sup |phi'(a)| for each activation: tanh' = 1 - tanh^2 in (0, 1],
-sigmoid' = s (1 - s) in (0, 1/4], relu' in {0, 1}."""
+"""gamma, the supremum of ``abs(phi'(a))``, for each activation. tanh' = 1 - tanh^2 lies
+in (0, 1], sigmoid' = s (1 - s) in (0, 1/4], relu' in {0, 1}."""
 
 
 def activation_derivative_bound(activation: str) -> float:
-    """gamma = sup over a of |phi'(a)|, the factor in Pascanu's bound.
+    """gamma, the supremum over a of ``abs(phi'(a))``: the factor in Pascanu's bound.
 
     Parameters
     ----------
@@ -94,7 +94,7 @@ def pascanu_bound(sigma_max: float, lags: np.ndarray, *, gamma: float = 1.0) -> 
     lags : array-like
         Steps back in time, >= 0.
     gamma : float, default 1.0
-        sup |phi'|, see :func:`activation_derivative_bound`.
+        The supremum of ``abs(phi')``, see :func:`activation_derivative_bound`.
 
     Returns
     -------

@@ -28,7 +28,7 @@ import numpy as np
 
 from rnngrad.models import GATES, _cell_kind, recurrent_matrix
 from rnngrad.probes import LossArg, _run_probe, global_gradient_norm
-from rnngrad.profiles import decay_rate, gradient_ratio
+from rnngrad.profiles import decay_rate, gradient_ratio, horizon
 from rnngrad.theory import max_singular_value, spectral_radius
 
 __all__ = [
@@ -246,9 +246,6 @@ def _layer_report(layer: keras.layers.RNN, profile: np.ndarray, gates: dict | No
     kind = _cell_kind(layer)
     ratio = gradient_ratio(profile)
     finite = np.isfinite(ratio)
-    below = np.nonzero(finite & (ratio < VANISHING_RATIO))[0]
-    # horizon: lag of the most recent step whose ratio is already below the threshold
-    horizon = int(len(profile) - 1 - below.max()) if below.size else None
     rho, sigma = {}, {}
     for gate in GATES[kind]:
         matrix = recurrent_matrix(layer, None if kind == "simple" else gate)
@@ -260,7 +257,7 @@ def _layer_report(layer: keras.layers.RNN, profile: np.ndarray, gates: dict | No
         units=int(layer.cell.units),
         verdict=layer_verdict(profile),
         decay_per_step=float(math.exp(rate)) if math.isfinite(rate) else float("nan"),
-        horizon=horizon,
+        horizon=horizon(profile, threshold=VANISHING_RATIO),
         max_ratio=float(np.nanmax(np.where(finite, ratio, np.inf))),
         first_step_ratio=float(ratio[0]),
         non_finite=int(np.count_nonzero(~np.isfinite(profile))),

@@ -11,7 +11,7 @@ import numpy as np
 
 from rnngrad._validation import check_array, check_int
 
-__all__ = ["decay_rate", "gradient_ratio", "lags"]
+__all__ = ["decay_rate", "gradient_ratio", "horizon", "lags"]
 
 
 def lags(length: int) -> np.ndarray:
@@ -83,3 +83,34 @@ def decay_rate(norms: np.ndarray, *, skip: int = 0, floor: float = 1e-30) -> flo
         return float("nan")
     slope, _ = np.polyfit(lag[keep], np.log(norms[keep]), 1)
     return float(slope)
+
+
+def horizon(norms: np.ndarray, *, threshold: float = 1e-3) -> int | None:
+    """Steps back until the gradient falls below ``threshold`` times its last-step value.
+
+    Parameters
+    ----------
+    norms : array-like
+        A ``(T,)`` profile, t = 1..T.
+    threshold : float, default 1e-3
+        The fraction of ``||dL/dh_T||`` that counts as vanished, in (0, 1).
+
+    Returns
+    -------
+    int or None
+        The smallest lag whose ratio is below the threshold; None if no step of the
+        sequence is (the gradient reaches every step).
+
+    Examples
+    --------
+    >>> horizon(0.1 ** lags(6))  # 1, 0.1, 0.01, 1e-3, 1e-4, ... going back
+    4
+    >>> horizon(np.ones(10)) is None
+    True
+    """
+    norms = check_array("norms", norms, ndim=1).astype(np.float64)
+    if isinstance(threshold, bool) or not 0 < float(threshold) < 1:
+        raise ValueError(f"threshold must lie in (0, 1), got {threshold!r}")
+    ratio = gradient_ratio(norms)
+    below = np.nonzero(np.isfinite(ratio) & (ratio < threshold))[0]
+    return int(len(norms) - 1 - below.max()) if below.size else None

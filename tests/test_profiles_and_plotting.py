@@ -61,3 +61,14 @@ def test_profile_plot_rejects_mismatched_labels():
     with pytest.raises(ValueError, match="one name per row"):
         plot_gradient_profile(np.ones((2, 5)), label=["only one", "two", "three"])
     plt.close("all")
+
+
+def test_horizon_is_the_first_lag_below_the_threshold():
+    from rnngrad.profiles import horizon
+
+    profile = 0.5 ** lags(30)  # ratio 2^-lag: below 1e-3 from lag 10 (2^-10 = 9.8e-4)
+    assert horizon(profile) == 10
+    assert horizon(profile, threshold=0.3) == 2
+    assert horizon(np.ones(5)) is None
+    with pytest.raises(ValueError, match="threshold must lie in"):
+        horizon(profile, threshold=2.0)

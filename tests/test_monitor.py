@@ -1,0 +1,74 @@
+"""GradientMonitor: spikes, overflow and a collapsing horizon are noticed, warned about, and
+can stop training without losing the history."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import rnngrad
+from rnngrad import training
+from rnngrad.monitor import GradientMonitor
+from rnngrad.tasks import adding_problem
+
+
+@pytest.fixture(scope="module")
+def data():
+    return adding_problem(512, 30, seed=0)
+
+
+def test_monitor_on_a_model_that_explodes_warns_and_stops_keeping_the_history(data):
+    x, y = data
+    model = rnngrad.build_rnn("simple", 16, input_dim=2, activation="linear", recurrent_gain=1.2)
+    monitor = GradientMonitor(x[:16], y[:16], every_n_batches=2, stop_on=["spike", "nonfinite"])
+    with pytest.warns(RuntimeWarning, match="GradientMonitor"):
+        result = training.train(
+            model, x, y, epochs=5, optimizer="sgd", learning_rate=0.05, callbacks=[monitor]
+        )
+    kinds = {event.kind for event in monitor.events}
+    assert kinds & {"spike", "nonfinite"}, monitor.events
+    steps_per_epoch = 512 // 32
+    assert monitor.steps[-1] < 5 * steps_per_epoch  # it stopped early
+    assert len(monitor.grad_norms) == len(monitor.horizons) == len(monitor.profiles)
+    assert "grad_norm" in result.history and "horizon" in result.history
+    median = np.median(monitor.grad_norms[: monitor.min_history])
+    spike = next(e for e in monitor.events if e.kind in ("spike", "nonfinite"))
+    index = monitor.steps.index(spike.step)
+    assert not np.isfinite(monitor.grad_norms[index]) or (
+        monitor.grad_norms[index] > monitor.spike_factor * median
+    )
+
+
+def test_horizon_collapse_is_noticed():
+    monitor = GradientMonitor(np.zeros((2, 10, 2)), None, stop_on=["horizon"])
+    flat, steep = np.ones((1, 10)), (0.1 ** np.arange(9, -1, -1))[None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about yet
+        monitor.record(0, 0.0, 1.0, flat)
+    with pytest.warns(RuntimeWarning, match="reaches 4 steps back, down from 10"):
+        monitor.record(1, 1.0, 1.0, steep)
+    assert monitor.horizons == [10, 4] and monitor.events[-1].kind == "horizon"
+
+
+def test_a_healthy_run_raises_no_event(data):
+    x, y = data
+    model = rnngrad.build_rnn("gru", 8, input_dim=2)
+    monitor = GradientMonitor(x[:16], y[:16])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        training.train(model, x, y, epochs=2, callbacks=[monitor])
+    assert monitor.events == [] and len(monitor.horizons) == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(spike_factor=1.0), "spike_factor must be > 1"),
+        (dict(horizon_fraction=1.5), "horizon_fraction must be < 1"),
+        (dict(stop_on=["boom"]), "stop_on must name events"),
+        (dict(min_history=0), "min_history must be >= 1"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GradientMonitor(np.zeros((2, 5, 2)), None, **kwargs)

@@ -11,8 +11,9 @@ state-gradient profile on a fixed probe batch, every epoch or every N updates) t
   first measurement (the network is losing its long-range credit);
 - **non-finite** gradients: inf or NaN anywhere.
 
-Each event is a ``RuntimeWarning`` and an entry in :attr:`GradientMonitor.events`; the
-kinds listed in ``stop_on`` also stop training (Keras keeps the history so far). The
+Each event is a ``RuntimeWarning`` and an entry in :attr:`GradientMonitor.events`, once
+when its condition starts (not again while it persists); the kinds listed in ``stop_on``
+also stop training (Keras keeps the history so far). The
 norm and the horizon go into the epoch logs, so Keras's ``History`` keeps them.
 """
 
@@ -116,9 +117,10 @@ class GradientMonitor(GradientHistory):
             raise ValueError(f"stop_on must name events among {EVENT_KINDS}, got {sorted(unknown)}")
         self.horizons: list[int] = []
         self.events: list[GradientEvent] = []
+        self._active: set[str] = set()  # conditions that hold now: warned once already
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self.horizons, self.events = [], []
+        self.horizons, self.events, self._active = [], [], set()
         super().on_train_begin(logs)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -134,28 +136,28 @@ class GradientMonitor(GradientHistory):
         self.horizons.append(reach)
 
         finite = math.isfinite(grad_norm) and bool(np.all(np.isfinite(profile[~np.isnan(profile)])))
-        if not finite:
-            self._event("nonfinite", step, epoch, f"non-finite gradients (global norm {grad_norm})")
-            return
-        if len(earlier) >= self.min_history:
-            median = float(np.median(earlier))
-            if grad_norm > self.spike_factor * median:
-                self._event(
-                    "spike",
-                    step,
-                    epoch,
-                    f"gradient norm {grad_norm:.3g} is {grad_norm / median:.1f}x the running "
-                    f"median {median:.3g}",
-                )
+        median = float(np.median(earlier)) if len(earlier) >= self.min_history else math.inf
         first = self.horizons[0]
-        if reach < self.horizon_fraction * first:
-            self._event(
-                "horizon",
-                step,
-                epoch,
+        checks = {
+            "nonfinite": (not finite, f"non-finite gradients (global norm {grad_norm})"),
+            "spike": (
+                finite and grad_norm > self.spike_factor * median,
+                f"gradient norm {grad_norm:.3g} is {grad_norm / max(median, 1e-300):.1f}x "
+                f"the running median {median:.3g}",
+            ),
+            "horizon": (
+                finite and reach < self.horizon_fraction * first,
                 f"the gradient now reaches {reach} steps back, down from {first} at the "
-                f"first measurement",
-            )
+                "first measurement",
+            ),
+        }
+        for kind, (holds, message) in checks.items():
+            if holds and kind not in self._active:
+                self._event(kind, step, epoch, message)
+            if holds:
+                self._active.add(kind)
+            else:
+                self._active.discard(kind)
 
     def _shortest_horizon(self, profile: np.ndarray) -> int:
         reaches = []

@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         "model's own input length, else 100)",
     )
     diagnose.add_argument(
-        "--batch", type=int, default=32, metavar="B", help="batch size (default 32)"
+        "--batch",
+        type=int,
+        metavar="B",
+        help="number of sequences: the first B of --data (default: all of them), or of "
+        "random inputs (default 32)",
     )
     diagnose.add_argument(
         "--loss",
@@ -109,7 +113,7 @@ def _diagnose_command(args: argparse.Namespace) -> int:
     unknown = fail_on - set(VERDICTS)
     if unknown:
         raise CliError(f"--fail-on takes {', '.join(VERDICTS)}; got {', '.join(sorted(unknown))}")
-    if args.batch < 1:
+    if args.batch is not None and args.batch < 1:
         raise CliError(f"--batch must be >= 1, got {args.batch}")
     if args.length is not None and args.length < 1:
         raise CliError(f"--length must be >= 1, got {args.length}")
@@ -183,7 +187,7 @@ def _inputs(model: Any, args: argparse.Namespace, np: Any) -> tuple[Any, Any, st
             raise CliError(f"cannot read {args.data} as a .npz file: {err}") from None
         if "x" not in names:
             raise CliError(f"{args.data} must hold an array named 'x' (found: {', '.join(names)})")
-        x = arrays["x"][: args.batch]
+        x = arrays["x"][: args.batch]  # a batch of None keeps every row
         y = arrays["y"][: args.batch] if "y" in names else None
         return x, y, args.data
     try:
@@ -198,7 +202,7 @@ def _inputs(model: Any, args: argparse.Namespace, np: Any) -> tuple[Any, Any, st
         raise CliError(f"--length {args.length} differs from the model's input length {length}")
     length = length or args.length or 100
     rng = np.random.default_rng(args.seed)
-    x = rng.standard_normal((args.batch, length, shape[2])).astype("float32")
+    x = rng.standard_normal((args.batch or 32, length, shape[2])).astype("float32")
     return x, None, "random"
 
 

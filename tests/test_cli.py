@@ -48,6 +48,7 @@ def test_json_report_and_exit_status(files):
     assert layer["kind"] == "SimpleRNN" and len(layer["profile"]) == 40
     assert {"spectral_radius", "sigma_max", "horizon", "decay_per_step"} <= set(layer)
     assert report["inputs"] == "data.npz" and report["loss"] == "mse"
+    assert report["batch_size"] == 8  # every row of --data unless --batch says otherwise
     assert result.stderr == ""  # no TensorFlow start-up noise either
 
 

@@ -8,6 +8,7 @@ running the probe and writing the report. Run with ``make benchmark``.
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -45,9 +46,19 @@ def main() -> None:
     lines += [f"| {name} | {median:.1f} s | {slowest:.1f} s |" for name, median, slowest in rows]
     text = "\n".join(lines)
     print(text)
-    (ROOT / "benchmarks" / "results_cli.md").write_text(
+    result = (
         f"`rnngrad diagnose MODEL.keras --json`, {REPEATS} fresh processes each, "
         f"{os.cpu_count()} cores.\n\n{text}\n"
+    )
+    (ROOT / "benchmarks" / "results_cli.md").write_text(result)
+    readme = ROOT / "README.md"
+    readme.write_text(
+        re.sub(
+            r"<!-- cli-benchmark:start -->.*<!-- cli-benchmark:end -->",
+            lambda _: f"<!-- cli-benchmark:start -->\n{result}<!-- cli-benchmark:end -->",
+            readme.read_text(),
+            flags=re.S,
+        )
     )
 
 

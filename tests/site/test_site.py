@@ -166,3 +166,15 @@ def test_site_opens_from_disk_with_math(browser):
     rendered = tab.locator("mjx-container").count()
     tab.close()
     assert rendered > 10
+
+
+def test_every_chapter_page_offers_its_notebook_for_download():
+    _require((SITE / "index.html").exists(), f"no built site at {SITE}: run `make book` first")
+    chapters = sorted((ROOT / "book").glob("*.ipynb"))
+    assert chapters
+    for notebook in chapters:
+        page = SITE / "book" / f"{notebook.stem}.html"
+        assert page.exists(), f"{notebook.name} has no page in the built site"
+        link = f"_sources/book/{notebook.name}"
+        assert link in page.read_text(encoding="utf-8"), f"{page.name} offers no {notebook.name}"
+        assert (SITE / link).read_bytes() == notebook.read_bytes()  # the notebook as stored

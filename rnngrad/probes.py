@@ -35,7 +35,14 @@ import tensorflow as tf
 from rnngrad._validation import check_array, check_choice
 from rnngrad.models import _cell_kind, recurrent_layers
 
-__all__ = ["LOSSES", "STATES", "global_gradient_norm", "state_gradient_norms", "state_gradients"]
+__all__ = [
+    "LOSSES",
+    "STATES",
+    "check_model_data",
+    "global_gradient_norm",
+    "state_gradient_norms",
+    "state_gradients",
+]
 
 LOSSES = (
     "mse",
@@ -182,15 +189,7 @@ def global_gradient_norm(
     >>> bool(global_gradient_norm(model, x, y) > 0)
     True
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
-    if isinstance(loss, str):
-        check_choice("loss", loss, LOSSES)
-    elif not callable(loss):
-        raise TypeError(f"loss must be one of {LOSSES} or a callable, got {type(loss).__name__}")
-    x = _check_inputs(model, x)
-    if y is not None:
-        y = _check_targets(model, x, y, loss)
+    x, y = check_model_data(model, x, y, loss)
     key = (loss if isinstance(loss, str) else id(loss), y is None)
     per_model = _GRADIENT_NORM_CACHE.setdefault(model, {})
     if key not in per_model:
@@ -198,6 +197,31 @@ def global_gradient_norm(
     with _quiet_retracing_warnings():
         value = per_model[key](x) if y is None else per_model[key](x, y)
     return float(value.numpy())
+
+
+def check_model_data(
+    model: keras.Model, x: Any, y: Any, loss: LossArg
+) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """Validate a model, a batch and a loss the way the probe does; return tensors.
+
+    Raises ``TypeError``/``ValueError`` naming the argument for anything the probe would
+    not accept: a non-Keras model, an unknown loss, ``x`` of the wrong rank, feature size
+    or dtype, ``y`` whose batch or shape does not match. Other modules that run a model
+    on a user's batch call it, so every entry point rejects bad input the same way.
+
+    Returns
+    -------
+    x, y : tf.Tensor
+        ``y`` is None when no targets were given.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
+    if isinstance(loss, str):
+        check_choice("loss", loss, LOSSES)
+    elif not callable(loss):
+        raise TypeError(f"loss must be one of {LOSSES} or a callable, got {type(loss).__name__}")
+    x = _check_inputs(model, x)
+    return x, (None if y is None else _check_targets(model, x, y, loss))
 
 
 # --------------------------------------------------------------------------- internals
@@ -232,14 +256,8 @@ def _run_probe(
     layers = _supported_recurrent_layers(model, state)
     if jit_compile == "auto":
         jit_compile = not any(layer.return_sequences for layer in layers)
-    x = _check_inputs(model, x)
+    x, y = check_model_data(model, x, y, loss)
     loss_key = loss if isinstance(loss, str) else id(loss)
-    if isinstance(loss, str):
-        check_choice("loss", loss, LOSSES)
-    elif not callable(loss):
-        raise TypeError(f"loss must be one of {LOSSES} or a callable, got {type(loss).__name__}")
-    if y is not None:
-        y = _check_targets(model, x, y, loss)
 
     key = (loss_key, state, y is None, jit_compile)
     per_model = _PROBE_CACHE.setdefault(model, {})

@@ -35,6 +35,20 @@ def test_derivatives_match_finite_differences():
         np.testing.assert_allclose(activation_derivative(name, a), numeric, atol=1e-8)
 
 
+def test_saturated_derivatives_stay_positive_and_accurate_in_float64():
+    a = np.array([20.0, 30.0, 40.0, 300.0, -300.0])
+    tanh_d = activation_derivative("tanh", a)
+    sigmoid_d = activation_derivative("sigmoid", a)
+    assert (tanh_d > 0).all() and (sigmoid_d > 0).all()
+    assert 1.0 - np.tanh(30.0) ** 2 == 0.0  # what the textbook formula gives
+    # closed forms: sech^2(a) = 1 / cosh(a)^2, s'(a) = exp(-a) / (1 + exp(-a))^2
+    np.testing.assert_allclose(tanh_d[:3], 1.0 / np.cosh(a[:3]) ** 2, rtol=1e-12)
+    np.testing.assert_allclose(
+        sigmoid_d[:3], np.exp(-a[:3]) / (1 + np.exp(-a[:3])) ** 2, rtol=1e-12
+    )
+    assert tanh_d[3] == tanh_d[4] and sigmoid_d[3] == sigmoid_d[4]  # even functions
+
+
 def test_pascanu_bound_and_linear_law():
     lag = np.arange(5)
     np.testing.assert_allclose(pascanu_bound(3.0, lag, gamma=0.25), 0.75**lag)

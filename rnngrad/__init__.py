@@ -9,6 +9,8 @@ Its modules, one job each:
 - :mod:`rnngrad.probes`: the exact one-pass probe of dL/dh_t for every time step;
 - :mod:`rnngrad.profiles`: gradient ratios and fitted decay rates of measured profiles;
 - :mod:`rnngrad.theory`: closed-form predictions and bounds;
+- :mod:`rnngrad.sharing`: the shared W_h's gradient split into per-step terms, and
+  power iteration (tied vs untied recurrent matrices);
 - :mod:`rnngrad.meanfield`: mean-field rate predictions along a network's trajectory;
 - :mod:`rnngrad.checks`: finite differences, an independent check of the probe;
 - :mod:`rnngrad.training`: reproducible training runs with clipping and divergence handling;
@@ -56,6 +58,7 @@ _SUBMODULES = (
     "plotting",
     "probes",
     "profiles",
+    "sharing",
     "tasks",
     "theory",
     "training",

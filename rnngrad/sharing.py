@@ -172,14 +172,9 @@ def dominant_eigenspace(matrix: np.ndarray, *, rtol: float = 1e-9) -> np.ndarray
     >>> dominant_eigenspace(rotation).shape  # eigenvalues +-i: a plane
     (3, 2)
     """
-    rtol = check_float("rtol", rtol, positive=True)
-    values, vectors = np.linalg.eig(_check_finite_square(matrix))
-    top = int(np.argmax(np.abs(values)))
+    _, vectors, top, k = _top_eigenpair(matrix, rtol)
     vector = vectors[:, top]
-    if abs(values[top].imag) > rtol * abs(values[top]):
-        span = np.stack([vector.real, vector.imag], axis=1)
-    else:
-        span = np.real(vector)[:, None]
+    span = np.stack([vector.real, vector.imag], axis=1) if k == 2 else np.real(vector)[:, None]
     basis, _ = np.linalg.qr(span)
     # Eigenvectors have no sign; make each column's largest entry positive, for repeatability.
     signs = np.sign(basis[np.argmax(np.abs(basis), axis=0), np.arange(basis.shape[1])])
@@ -212,8 +207,8 @@ def spectral_gap(matrix: np.ndarray, *, rtol: float = 1e-9) -> float:
     >>> spectral_gap(np.diag([3.0, -2.0, 1.0]))
     0.6666666666666666
     """
-    k = dominant_eigenspace(matrix, rtol=rtol).shape[1]
-    moduli = np.sort(np.abs(np.linalg.eigvals(_check_finite_square(matrix))))[::-1]
+    values, _, _, k = _top_eigenpair(matrix, rtol)
+    moduli = np.sort(np.abs(values))[::-1]
     if len(moduli) <= k:
         raise ValueError(
             f"matrix must be larger than its dominant eigenspace ({k}), got {len(moduli)}"
@@ -344,22 +339,33 @@ def backprop_alignment(
     grads = linear_backprop(matrices, grad, steps=steps)  # (T + 1, n), index t
     if grads.ndim != 2:
         raise ValueError(f"grad must be a single (n,) vector, got shape {np.shape(grad)}")
-    by_lag = grads[::-1]
-    total = len(by_lag) - 1
-    stacked = np.asarray(matrices, dtype=np.float64)
-    if stacked.ndim == 2:  # tied: one eigenspace for every lag
-        return eigenspace_fraction(by_lag, dominant_eigenspace(stacked.T)), np.linalg.norm(
-            by_lag, axis=1
-        )
-    # untied: at lag k >= 1 the last matrix to act was W_{T-k+1} = stacked[T - k]
-    acted = [stacked[total - 1]] + [stacked[total - k] for k in range(1, total + 1)]
+    by_lag = grads[::-1]  # (T + 1, n), lag 0..T
+    norm = np.linalg.norm(by_lag, axis=1)
+    chain = np.asarray(matrices, dtype=np.float64)
+    if chain.ndim == 2:  # tied: one eigenspace for every lag
+        return eigenspace_fraction(by_lag, dominant_eigenspace(chain.T)), norm
+    # untied: at lag k >= 1 the last matrix to act was W_{T-k+1} = chain[T - k]; at lag 0, W_T
+    total = len(chain)
     fraction = np.array(
-        [eigenspace_fraction(v, dominant_eigenspace(m.T)) for v, m in zip(by_lag, acted)]
+        [
+            eigenspace_fraction(v, dominant_eigenspace(chain[total - max(k, 1)].T))
+            for k, v in enumerate(by_lag)
+        ]
     )
-    return fraction, np.linalg.norm(by_lag, axis=1)
+    return fraction, norm
 
 
 # --------------------------------------------------------------------------- internals
+
+
+def _top_eigenpair(matrix: np.ndarray, rtol: float) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Eigenvalues, eigenvectors, the index of the largest modulus, and k: 2 if it is
+    one of a complex-conjugate pair (a real plane), else 1."""
+    rtol = check_float("rtol", rtol, positive=True)
+    values, vectors = np.linalg.eig(_check_finite_square(matrix))
+    top = int(np.argmax(np.abs(values)))
+    k = 2 if abs(values[top].imag) > rtol * abs(values[top]) else 1
+    return values, vectors, top, k
 
 
 def _check_finite_square(matrix: np.ndarray) -> np.ndarray:

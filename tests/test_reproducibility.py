@@ -24,8 +24,11 @@ def glued_values(path: Path, workdir: Path) -> dict[str, str]:
         for output in cell.get("outputs", []):
             name = output.get("metadata", {}).get("scrapbook", {}).get("name")
             if name is not None:
+                # glue(..., display=False) stores its value under a papermill mime type,
+                # e.g. "application/papermill.record/text/plain"
                 data = output.get("data", {})
-                values[name] = data.get("text/plain", data.get("text/html", ""))
+                text = [v for k, v in data.items() if k.endswith(("text/plain", "text/html"))]
+                values[name] = "".join(text[0]) if text else ""
     return values
 
 

@@ -57,8 +57,9 @@ STATES = ("h", "c", "all")
 
 LossArg = str | Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
-# Norms above this are reported as "near overflow" (float32's largest value is 3.4e38).
-_HUGE = 1e30
+# Norms within this factor of the gradients' largest finite value are "near overflow"
+# (float32: 3.4e38 -> 3.4e30; float64: 1.8e308 -> 1.8e300).
+_NEAR_OVERFLOW = 1e-8
 
 
 def state_gradient_norms(
@@ -128,7 +129,7 @@ def state_gradient_norms(
     """
     result = _run_probe(model, x, y, loss=loss, state=state, jit_compile=jit_compile)
     norms = [n.numpy() for n in result.norms]
-    _warn_if_overflowing(norms)
+    _warn_if_overflowing(norms, result.gradients[0].dtype.as_numpy_dtype)
     longest = max(len(row) for row in norms)
     table = np.full((len(norms), longest), np.nan)
     for row, values in zip(table, norms):
@@ -159,7 +160,8 @@ def state_gradients(
     """
     result = _run_probe(model, x, y, loss=loss, state=state, jit_compile=jit_compile)
     grads = [g.numpy() for g in result.gradients]
-    _warn_if_overflowing([np.linalg.norm(g.astype(np.float64), axis=-1) for g in grads])
+    norms = [np.linalg.norm(g.astype(np.float64), axis=-1) for g in grads]
+    _warn_if_overflowing(norms, grads[0].dtype)
     return grads
 
 
@@ -636,14 +638,18 @@ def _per_example_loss(
     return per_example
 
 
-def _warn_if_overflowing(norm_rows: list[np.ndarray]) -> None:
+def _warn_if_overflowing(norm_rows: list[np.ndarray], dtype: Any) -> None:
+    """Warn when gradients of this dtype overflowed or came near its largest value."""
+    largest = float(np.finfo(dtype).max)
+    limit = _NEAR_OVERFLOW * largest
     values = np.concatenate([np.ravel(row) for row in norm_rows])
     non_finite = int(np.count_nonzero(~np.isfinite(values)))
-    huge = int(np.count_nonzero(np.isfinite(values) & (values > _HUGE)))
+    huge = int(np.count_nonzero(np.isfinite(values) & (values > limit)))
     if non_finite or huge:
         warnings.warn(
             f"{non_finite} of {values.size} gradient norms are inf or NaN and {huge} exceed "
-            f"{_HUGE:.0e}: the gradients explode past float32's range (max 3.4e38).",
+            f"{limit:.1e}: the gradients explode past {np.dtype(dtype).name}'s range "
+            f"(max {largest:.1e}).",
             RuntimeWarning,
             stacklevel=3,
         )

@@ -1,5 +1,7 @@
 """Bad input gets a ValueError/TypeError naming the argument; exploding is a warning."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -90,10 +92,19 @@ def test_overflowing_network_warns_and_returns_non_finite_norms():
 
 
 def test_huge_but_finite_norms_also_warn():
+    model = rnngrad.build_rnn("simple", 8, input_dim=2, activation="linear", recurrent_gain=2.0)
+    x, y = adding_problem(2, 110, seed=0)  # 2**109 = 6.5e32: finite in float32, near its limit
+    with pytest.warns(RuntimeWarning, match="exceed 3.4e"):
+        norms = state_gradient_norms(model, x, y)
+    assert np.isfinite(norms).all() and norms.max() > 3.4e30
+
+
+def test_float64_models_do_not_warn_far_from_their_own_limit():
     model = rnngrad.build_rnn(
         "simple", 8, input_dim=2, activation="linear", recurrent_gain=2.0, dtype="float64"
     )
-    x, y = adding_problem(2, 120, seed=0)  # 2**119 = 6.6e35: finite in float64, beyond 1e30
-    with pytest.warns(RuntimeWarning, match="exceed 1e"):
+    x, y = adding_problem(2, 120, seed=0)  # 2**119 = 6.6e35: beyond float32, fine in float64
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
         norms = state_gradient_norms(model, x, y)
-    assert np.isfinite(norms).all() and norms.max() > 1e30
+    assert norms.max() > 1e35

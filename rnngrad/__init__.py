@@ -13,7 +13,17 @@ Its modules, one job each:
   power iteration (tied vs untied recurrent matrices);
 - :mod:`rnngrad.meanfield`: mean-field rate predictions along a network's trajectory;
 - :mod:`rnngrad.checks`: finite differences, an independent check of the probe;
-- :mod:`rnngrad.training`: reproducible training runs with clipping and divergence handling;
+- :mod:`rnngrad.training`: reproducible training runs with clipping and divergence handling,
+  with :mod:`rnngrad.schedules` (learning-rate warm-up and decay), :mod:`rnngrad.sweeps`
+  (settings x seeds, success rates) and :mod:`rnngrad.callbacks` (gradients recorded
+  during training);
+- :mod:`rnngrad.monitor`: :class:`~rnngrad.monitor.GradientMonitor`, warnings on spikes,
+  overflow and a collapsing horizon while training;
+- :mod:`rnngrad.gates`: LSTM/GRU gate trajectories and the forget/update-gate path;
+- :mod:`rnngrad.scans`: gradient profiles over a range of recurrent gains;
+- remedies: :mod:`rnngrad.cliff` (Pascanu's one-unit cliff), :mod:`rnngrad.clipping`
+  (Keras's clipping modes, measured), :mod:`rnngrad.truncation` (truncated BPTT) and
+  :mod:`rnngrad.regularizers` (Pascanu's regularizer Omega);
 - :mod:`rnngrad.diagnosis`: :func:`~rnngrad.diagnosis.diagnose`, a gradient-health report
   for your own model (also the ``rnngrad diagnose`` command);
 - :mod:`rnngrad.plotting`: the book's figure style and recurring plots.
@@ -51,17 +61,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "callbacks",
     "checks",
+    "cliff",
+    "clipping",
     "diagnosis",
+    "gates",
     "meanfield",
     "models",
+    "monitor",
     "plotting",
     "probes",
     "profiles",
+    "regularizers",
+    "scans",
+    "schedules",
     "sharing",
+    "sweeps",
     "tasks",
     "theory",
     "training",
+    "truncation",
 )
 _FUNCTIONS = {
     "build_rnn": "models",

@@ -26,6 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from rnngrad.gates import gate_trajectory
 from rnngrad.models import GATES, _cell_kind, recurrent_matrix
 from rnngrad.probes import LossArg, _run_probe, global_gradient_norm
 from rnngrad.profiles import decay_rate, gradient_ratio, horizon
@@ -289,39 +290,9 @@ def _gate_means(
 
 
 def _gates_of(layer: keras.layers.RNN, sequence: np.ndarray) -> dict[str, float]:
-    kind = _cell_kind(layer)
-    config = layer.get_config() | {"return_sequences": True, "return_state": False}
-    twin = type(layer).from_config(config)  # same weights, every step's state returned
-    twin.build(sequence.shape)
-    twin.set_weights(layer.get_weights())
-    hidden = keras.ops.convert_to_numpy(twin(sequence, training=False)).astype(np.float64)
-    previous = np.concatenate([np.zeros_like(hidden[:, :1]), hidden[:, :-1]], axis=1)
-    cell, units = layer.cell, layer.cell.units
-    kernel = keras.ops.convert_to_numpy(cell.kernel).astype(np.float64)
-    recurrent = keras.ops.convert_to_numpy(cell.recurrent_kernel).astype(np.float64)
-    bias = keras.ops.convert_to_numpy(cell.bias).astype(np.float64) if cell.use_bias else None
-    gate = keras.ops.convert_to_numpy
-    drive = sequence.astype(np.float64) @ kernel  # (B, T, gates * units)
-    if kind == "lstm":
-        z = drive + previous @ recurrent + (0.0 if bias is None else bias)
-        names, slices = ("i", "f", "o"), (0, 1, 3)  # Keras's order: i, f, c, o
-    else:
-        input_bias, recurrent_bias = bias, None
-        if bias is not None and cell.reset_after:  # GRU keeps input and recurrent biases apart
-            input_bias, recurrent_bias = bias[0], bias[1]
-        inner = previous @ recurrent[:, : 2 * units]
-        if recurrent_bias is not None:
-            inner += recurrent_bias[: 2 * units]
-        z = (
-            drive[..., : 2 * units]
-            + inner
-            + (0.0 if input_bias is None else input_bias[: 2 * units])
-        )
-        names, slices = ("z", "r"), (0, 1)
-    opened = gate(cell.recurrent_activation(z.astype("float32"))).astype(np.float64)
-    return {
-        n: float(opened[..., k * units : (k + 1) * units].mean()) for n, k in zip(names, slices)
-    }
+    gates = gate_trajectory(layer, sequence)
+    names = ("i", "f", "o") if _cell_kind(layer) == "lstm" else ("z", "r")
+    return {name: float(gates[name].mean()) for name in names}
 
 
 def _suggestions(report: DiagnosisReport) -> list[Suggestion]:

@@ -24,8 +24,10 @@ from rnngrad._validation import check_choice, check_float, check_int
 __all__ = [
     "CELLS",
     "GATES",
+    "KERAS_DEFAULT",
     "RECURRENT_INITIALIZERS",
     "build_rnn",
+    "chrono_biases",
     "recurrent_init_matrix",
     "recurrent_layers",
     "recurrent_matrix",
@@ -36,6 +38,10 @@ CELLS = {"simple": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": ker
 
 RECURRENT_INITIALIZERS = ("orthogonal", "identity", "normal", "glorot_uniform")
 """Named recurrent initializers; each is multiplied by ``recurrent_gain``."""
+
+KERAS_DEFAULT = "keras"
+"""``recurrent_initializer`` value for Keras's own default: one orthogonal matrix over the
+whole ``(units, gates * units)`` recurrent kernel, as ``keras.layers.LSTM(units)`` has."""
 
 GATES = {"simple": ("h",), "lstm": ("i", "f", "c", "o"), "gru": ("z", "r", "h")}
 """Gate blocks of Keras's recurrent kernels, in Keras's order."""
@@ -106,6 +112,9 @@ def build_rnn(
     length: int | None = None,
     dtype: str = "float32",
     name: str | None = None,
+    residual: bool = False,
+    chrono_length: int | None = None,
+    kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
 ) -> keras.Model:
     """Build a stacked recurrent network from stock Keras layers with a chosen recurrent init.
 
@@ -132,7 +141,11 @@ def build_rnn(
         One of :data:`RECURRENT_INITIALIZERS` (see :func:`recurrent_init_matrix`), or a
         ``(units, units)`` array used as ``W_h`` in the book's convention (Keras's
         ``recurrent_kernel`` is its transpose). For LSTM/GRU it is applied to each
-        gate's ``units x units`` block, every block drawn independently.
+        gate's ``units x units`` block, every block drawn independently. Or
+        ``"keras"`` (:data:`KERAS_DEFAULT`): what a stock Keras layer gets, one
+        orthogonal matrix over the whole ``(units, gates * units)`` kernel, so that for
+        LSTM/GRU each gate's block is only a slice of it (singular values below 1); for
+        SimpleRNN it is the same distribution as ``"orthogonal"``.
     recurrent_gain : float, default 1.0
         Multiplies every recurrent block.
     forget_bias : float, default 1.0
@@ -154,6 +167,24 @@ def build_rnn(
         Precision of every layer.
     name : str or None
         Model name; by default ``"<cell>_rnn"``.
+    residual : bool, default False
+        Add each recurrent layer's input to its output, for every layer after the
+        first (whose input has ``input_dim`` features, not ``units``):
+        ``h^(l) = RNN_l(h^(l-1)) + h^(l-1)``, with ``keras.layers.Add``. Where the last
+        layer returns only its last step, the skip takes the last step of its input.
+    chrono_length : int or None, default None
+        Chrono initialization (Tallec & Ollivier 2018) for LSTM and GRU, for
+        dependencies up to about this many steps (>= 3): each unit's gate bias is
+        ``log u`` with ``u ~ U(1, chrono_length - 1)`` (:func:`chrono_biases`), so its
+        forget factor ``sigmoid(log u) = u / (1 + u)`` keeps a memory of about
+        ``1 + u`` steps. LSTM: the forget bias is ``log u`` (``forget_bias`` is then
+        ignored) and the input bias ``-log u``; GRU: the update gate ``z``, which
+        multiplies ``h_{t-1}`` in Keras's GRU, gets ``log u``. ``None`` keeps the usual
+        biases.
+    kernel_initializer : str or keras.initializers.Initializer, default "glorot_uniform"
+        Initializer of the input kernels ``W_x`` (a Keras name or an instance); it is
+        re-seeded from ``seed`` for each layer, so the same arguments give the same
+        weights.
 
     Returns
     -------
@@ -177,6 +208,13 @@ def build_rnn(
     check_choice("dtype", dtype, ("float32", "float64"))
     if length is not None:
         length = check_int("length", length, minimum=1)
+    if chrono_length is not None:
+        chrono_length = check_int("chrono_length", chrono_length, minimum=3)
+        if cell == "simple":
+            raise ValueError("chrono_length applies to 'lstm' and 'gru' cells, not 'simple'")
+    if not isinstance(residual, bool):
+        raise TypeError(f"residual must be True or False, got {residual!r}")
+    _kernel_initializer(kernel_initializer, seed)  # fail early on a bad name
     w_h = _check_recurrent_initializer(recurrent_initializer, units)
     activation = _check_activation("activation", activation)
     recurrent_activation = _check_activation("recurrent_activation", recurrent_activation)
@@ -185,17 +223,22 @@ def build_rnn(
     inputs = keras.Input((length, input_dim), dtype=dtype, name="sequence")
     x = inputs
     for index in range(layers):
+        return_sequences = sequence_output or index < layers - 1
         options = dict(
             activation=activation,
             use_bias=use_bias,
-            return_sequences=sequence_output or index < layers - 1,
-            kernel_initializer=keras.initializers.GlorotUniform(seed=_subseed(seed, index, 0)),
+            return_sequences=return_sequences,
+            kernel_initializer=_kernel_initializer(kernel_initializer, _subseed(seed, index, 0)),
             dtype=dtype,
             name=f"{cell}_{index + 1}",
         )
         if cell != "simple":
             options["recurrent_activation"] = recurrent_activation
-        x = CELLS[cell](units, **options)(x)
+        h = CELLS[cell](units, **options)(x)
+        if residual and index > 0:
+            skip = x if return_sequences else x[:, -1, :]  # (B, T, units) or (B, units)
+            h = keras.layers.Add(dtype=dtype, name=f"residual_{index + 1}")([skip, h])
+        x = h
     outputs = keras.layers.Dense(
         output_dim,
         activation=output_activation,
@@ -205,25 +248,82 @@ def build_rnn(
     )(x)
     model = keras.Model(inputs, outputs, name=name or f"{cell}_rnn")
 
+    keras_default = (
+        isinstance(recurrent_initializer, str) and recurrent_initializer == KERAS_DEFAULT
+    )
+    n_gates = len(GATES[cell])
     for index, layer in enumerate(recurrent_layers(model)):
-        blocks = []
-        for gate in range(len(GATES[cell])):
-            if w_h is None:
-                block = recurrent_init_matrix(
-                    recurrent_initializer,
-                    units,
-                    seed=_subseed(seed, index, 1 + gate),
-                    gain=recurrent_gain,
-                )
-            else:
-                block = recurrent_gain * w_h
-            blocks.append(block.T)  # Keras's recurrent_kernel is W_h transposed
-        layer.cell.recurrent_kernel.assign(np.concatenate(blocks, axis=1).astype(dtype))
+        if keras_default:  # one orthogonal (units, gates * units) matrix, in Keras's layout
+            whole = keras.initializers.Orthogonal(seed=_subseed(seed, index, 1))
+            kernel = recurrent_gain * keras.ops.convert_to_numpy(
+                whole((units, n_gates * units), dtype)
+            )
+        else:
+            blocks = []
+            for gate in range(n_gates):
+                if w_h is None:
+                    block = recurrent_init_matrix(
+                        recurrent_initializer,
+                        units,
+                        seed=_subseed(seed, index, 1 + gate),
+                        gain=recurrent_gain,
+                    )
+                else:
+                    block = recurrent_gain * w_h
+                blocks.append(block.T)  # Keras's recurrent_kernel is W_h transposed
+            kernel = np.concatenate(blocks, axis=1)
+        layer.cell.recurrent_kernel.assign(kernel.astype(dtype))
         if cell == "lstm" and use_bias:
             bias = np.zeros(4 * units, dtype=dtype)
             bias[units : 2 * units] = forget_bias  # Keras's gate order: i, f, c, o
+            if chrono_length is not None:
+                log_u = chrono_biases(chrono_length, units, seed=_subseed(seed, index, 9))
+                bias[units : 2 * units] = log_u
+                bias[:units] = -log_u
+            layer.cell.bias.assign(bias)
+        if cell == "gru" and use_bias and chrono_length is not None:
+            bias = np.zeros(layer.cell.bias.shape, dtype=dtype)  # (2, 3 units) with reset_after
+            z_bias = chrono_biases(chrono_length, units, seed=_subseed(seed, index, 9))
+            if bias.ndim == 2:
+                bias[0, :units] = z_bias  # input bias row; the recurrent row stays 0
+            else:
+                bias[:units] = z_bias
             layer.cell.bias.assign(bias)
     return model
+
+
+def chrono_biases(length: int, units: int, *, seed: int) -> np.ndarray:
+    """Gate biases of chrono initialization: ``log u``, ``u ~ U(1, length - 1)``.
+
+    Tallec & Ollivier (2018) derive that a gated unit whose forget factor is
+    ``sigmoid(b)`` keeps information for about ``1 / (1 - sigmoid(b))`` steps; drawing
+    ``b = log u`` spreads these memory lengths ``1 + u`` uniformly over ``[2, length]``.
+
+    Parameters
+    ----------
+    length : int
+        The longest dependency to cater for, ``T_max`` >= 3.
+    units : int
+        Number of biases, >= 1.
+    seed : int
+        Seed of the NumPy generator.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape ``(units,)``, values in ``[0, log(length - 1))``.
+
+    Examples
+    --------
+    >>> b = chrono_biases(100, 5, seed=0)
+    >>> bool(((b >= 0) & (b < np.log(99))).all())
+    True
+    """
+    length = check_int("chrono_length", length, minimum=3)
+    units = check_int("units", units, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    rng = np.random.default_rng(seed)
+    return np.log(rng.uniform(1.0, length - 1.0, size=units))
 
 
 def recurrent_layers(model: keras.Model) -> list[keras.layers.RNN]:
@@ -302,7 +402,7 @@ def _subseed(seed: int, layer: int, part: int) -> int:
 
 def _check_recurrent_initializer(value: object, units: int) -> np.ndarray | None:
     if isinstance(value, str):
-        check_choice("recurrent_initializer", value, RECURRENT_INITIALIZERS)
+        check_choice("recurrent_initializer", value, (*RECURRENT_INITIALIZERS, KERAS_DEFAULT))
         return None
     if isinstance(value, np.ndarray):
         if value.shape != (units, units):
@@ -315,9 +415,31 @@ def _check_recurrent_initializer(value: object, units: int) -> np.ndarray | None
         return value.astype(np.float64)
     raise TypeError(
         "recurrent_initializer must be one of "
-        f"{', '.join(RECURRENT_INITIALIZERS)} or a (units, units) NumPy array, "
+        f"{', '.join((*RECURRENT_INITIALIZERS, KERAS_DEFAULT))} or a (units, units) NumPy array, "
         f"got {type(value).__name__}"
     )
+
+
+def _kernel_initializer(value: object, seed: int) -> keras.initializers.Initializer:
+    """A fresh initializer from a name or an instance, with its seed set (if it takes one)."""
+    if isinstance(value, str):
+        try:
+            initializer = keras.initializers.get(value)
+        except ValueError:
+            raise ValueError(
+                f"kernel_initializer must name a Keras initializer, got {value!r}"
+            ) from None
+    elif isinstance(value, keras.initializers.Initializer):
+        initializer = value
+    else:
+        raise TypeError(
+            "kernel_initializer must be a Keras initializer name or instance, "
+            f"got {type(value).__name__}"
+        )
+    config = initializer.get_config()
+    if "seed" in config:
+        config["seed"] = seed
+    return initializer.__class__.from_config(config)
 
 
 def _check_activation(name: str, value: object) -> object:

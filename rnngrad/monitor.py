@@ -65,8 +65,9 @@ class GradientMonitor(GradientHistory):
         The horizon collapses when it falls below this fraction of its first value.
     threshold : float, default 1e-3
         The ratio to the last step's gradient that counts as vanished, for the horizon.
-    stop_on : iterable of str, default ()
-        Event kinds (``"spike"``, ``"horizon"``, ``"nonfinite"``) that stop training.
+    stop_on : list of str, optional
+        Event kinds (``"spike"``, ``"horizon"``, ``"nonfinite"``) that stop training;
+        by default none does.
 
     Attributes
     ----------

@@ -1,20 +1,21 @@
-"""Small, reproducible training runs: one entry point, clipping options, divergence handling.
+"""Small, reproducible training runs: one entry point, clipping, schedules, seeds.
 
 :func:`train` compiles a model with an optimizer built by :func:`make_optimizer` (Keras's
 own clipping options: ``clipnorm`` per variable, ``clipvalue`` per element,
-``global_clipnorm`` for the whole gradient as in Pascanu et al. 2013), fits it, and
+``global_clipnorm`` for the whole gradient as in Pascanu et al. 2013; a float learning
+rate or a schedule such as :class:`~rnngrad.schedules.WarmupDecay`), fits it, and
 returns a :class:`TrainResult` that keeps the history even when the loss becomes NaN or
 infinite: divergence is a result, not a crash. :func:`train_seeds` repeats a run over
-seeds while reusing one compiled model, since tracing a recurrent model costs seconds.
+seeds reusing one compiled model, since tracing a recurrent model costs seconds
+(:func:`rnngrad.sweeps.sweep` does settings x seeds). The callbacks live in
+:mod:`rnngrad.callbacks`; ``StopOnNonFinite`` is still importable from here.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,10 +24,10 @@ import numpy as np
 
 from rnngrad._seed import seed_everything
 from rnngrad._validation import check_array, check_choice, check_float, check_int
+from rnngrad.callbacks import StopOnNonFinite
 
 __all__ = [
     "OPTIMIZERS",
-    "StopOnNonFinite",
     "TrainResult",
     "make_optimizer",
     "train",
@@ -53,8 +54,9 @@ class TrainResult:
         non-finite loss is included.
     diverged : bool
         True if the loss became NaN or infinite and training stopped.
-    stopped_at : tuple of (int, int) or None
-        ``(epoch, batch)``, both from 0, where the loss first became non-finite.
+    stopped_at : tuple or None
+        ``(epoch, batch)``, both counted from 0, where the loss first became
+        non-finite.
     seconds : float
         Wall-clock duration of the fit.
     seed : int
@@ -72,39 +74,6 @@ class TrainResult:
         """The last recorded value of ``key`` (NaN if it was never recorded)."""
         values = self.history.get(key, [])
         return float(values[-1]) if values else float("nan")
-
-
-class StopOnNonFinite(keras.callbacks.Callback):
-    """Stop training at the first batch whose loss is NaN or infinite, with a warning.
-
-    Unlike an exception, this keeps everything recorded so far: Keras still closes the
-    epoch, so ``History`` holds the partial epoch too.
-
-    Attributes
-    ----------
-    stopped_at : tuple of (int, int) or None
-        ``(epoch, batch)`` of the first non-finite loss.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stopped_at: tuple[int, int] | None = None
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)) and self.stopped_at is None:
-            self.stopped_at = (self._epoch, batch)
-            self.model.stop_training = True
-            warnings.warn(
-                f"training stopped: the loss became {float(loss)} at epoch {self._epoch}, "
-                f"batch {batch} (exploding gradients?); the history so far is kept",
-                RuntimeWarning,
-                stacklevel=2,
-            )
 
 
 def make_optimizer(
@@ -206,6 +175,11 @@ def train(
     return _fit(model, x, y, epochs, batch_size, validation_data, callbacks, seed, verbose)
 
 
+_FIT_OPTIONS = ("epochs", "batch_size", "validation_data", "callbacks", "verbose")
+
+Evaluation = Callable[[keras.Model], "float | Mapping[str, float]"]
+
+
 def train_seeds(
     build: Callable[[int], keras.Model],
     x: Any,
@@ -213,6 +187,7 @@ def train_seeds(
     seeds: Sequence[int],
     *,
     progress: bool | None = None,
+    evaluate: Evaluation | None = None,
     **train_kwargs: Any,
 ) -> list[TrainResult]:
     """Train a freshly initialized model for each seed, reusing one compiled model.
@@ -233,6 +208,10 @@ def train_seeds(
     progress : bool, optional
         Print one line per run to stderr. By default only when stderr is a terminal,
         so notebooks and the book stay quiet.
+    evaluate : callable, optional
+        ``model -> float or dict of str to float``, called on the trained model after
+        each run (e.g. a test-set loss); the values go to ``TrainResult.extra`` (a float
+        under the key ``"score"``).
     **train_kwargs
         Passed to :func:`train` (``epochs`` is required).
 
@@ -241,57 +220,106 @@ def train_seeds(
     list of TrainResult
         In the order of ``seeds``.
     """
+    seeds = _check_seeds(seeds)
+    _check_evaluate(evaluate)
+    runner = _Runner(train_kwargs)
+    results = []
+    for index, seed in enumerate(seeds):
+        results.append(runner.run(build(seed), x, y, seed, evaluate=evaluate))
+        _report(progress, f"[{index + 1}/{len(seeds)}] seed {seed}", results[-1])
+    return results
+
+
+class _Runner:
+    """One compiled model, reused for runs that start from fresh weights."""
+
+    def __init__(self, train_kwargs: Mapping[str, Any]) -> None:
+        kwargs = dict(train_kwargs)
+        self.fit_args = {key: kwargs.pop(key) for key in _FIT_OPTIONS if key in kwargs}
+        if "epochs" not in self.fit_args:
+            raise TypeError("train_seeds and sweep need epochs=... for train()")
+        kwargs.pop("seed", None)
+        self.compile_args = (
+            kwargs.pop("optimizer", "adam"),
+            kwargs.pop("learning_rate", 1e-3),
+            kwargs.pop("clipnorm", None),
+            kwargs.pop("clipvalue", None),
+            kwargs.pop("global_clipnorm", None),
+            kwargs.pop("loss", "mse"),
+        )
+        if kwargs:
+            raise TypeError(f"unexpected arguments for train(): {sorted(kwargs)}")
+        self.model: keras.Model | None = None
+
+    def run(
+        self,
+        fresh: keras.Model,
+        x: Any,
+        y: Any,
+        seed: int,
+        *,
+        evaluate: Evaluation | None = None,
+        learning_rate: Any = None,
+    ) -> TrainResult:
+        if not isinstance(fresh, keras.Model):
+            raise TypeError(f"build must return a keras.Model, got {type(fresh).__name__}")
+        if self.model is None:
+            self.model = fresh
+            _compile(self.model, *self.compile_args)
+        else:
+            self.model.set_weights(fresh.get_weights())
+            _reset_optimizer(self.model.optimizer)
+        if _float_rate(learning_rate):
+            rate = check_float("learning_rate", learning_rate, positive=True)
+            self.model.optimizer.learning_rate = rate  # a variable: no retracing
+        args = self.fit_args
+        result = _fit(
+            self.model,
+            x,
+            y,
+            args["epochs"],
+            args.get("batch_size", 32),
+            args.get("validation_data"),
+            args.get("callbacks", ()),
+            seed,
+            args.get("verbose", 0),
+        )
+        if evaluate is not None:
+            value = evaluate(self.model)
+            result.extra.update(value if isinstance(value, Mapping) else {"score": float(value)})
+        return result
+
+
+def _check_seeds(seeds: Sequence[int]) -> list[int]:
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence | np.ndarray):
+        raise TypeError(f"seeds must be a sequence of integers, got {type(seeds).__name__}")
     seeds = [check_int("seeds", s, minimum=0) for s in seeds]
     if not seeds:
         raise ValueError("seeds must hold at least one seed")
+    return seeds
+
+
+def _check_evaluate(evaluate: object) -> None:
+    if evaluate is not None and not callable(evaluate):
+        raise TypeError(f"evaluate must be a callable model -> float or dict, got {evaluate!r}")
+
+
+def _float_rate(rate: object) -> bool:
+    return (
+        not isinstance(rate, keras.optimizers.schedules.LearningRateSchedule) and rate is not None
+    )
+
+
+def _report(progress: bool | None, label: str, result: TrainResult) -> None:
     if progress is None:
         progress = sys.stderr.isatty()
-    results = []
-    model = None
-    for index, seed in enumerate(seeds):
-        fresh = build(seed)
-        if model is None:
-            model = fresh
-            kwargs = dict(train_kwargs)
-            fit_keys = ("epochs", "batch_size", "validation_data", "callbacks", "verbose")
-            fit_args = {key: kwargs.pop(key) for key in fit_keys if key in kwargs}
-            if "epochs" not in fit_args:
-                raise TypeError("train_seeds needs epochs=... for train()")
-            kwargs.pop("seed", None)
-            _compile(
-                model,
-                kwargs.pop("optimizer", "adam"),
-                kwargs.pop("learning_rate", 1e-3),
-                kwargs.pop("clipnorm", None),
-                kwargs.pop("clipvalue", None),
-                kwargs.pop("global_clipnorm", None),
-                kwargs.pop("loss", "mse"),
-            )
-            if kwargs:
-                raise TypeError(f"unexpected arguments for train(): {sorted(kwargs)}")
-        else:
-            model.set_weights(fresh.get_weights())
-            _reset_optimizer(model.optimizer)
-        result = _fit(
-            model,
-            x,
-            y,
-            fit_args["epochs"],
-            fit_args.get("batch_size", 32),
-            fit_args.get("validation_data"),
-            fit_args.get("callbacks", ()),
-            seed,
-            fit_args.get("verbose", 0),
+    if progress:
+        print(
+            f"{label}: loss {result.final():.4g}"
+            f"{' (diverged)' if result.diverged else ''} in {result.seconds:.1f} s",
+            file=sys.stderr,
+            flush=True,
         )
-        results.append(result)
-        if progress:
-            print(
-                f"[{index + 1}/{len(seeds)}] seed {seed}: loss {result.final():.4g}"
-                f"{' (diverged)' if result.diverged else ''} in {result.seconds:.1f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-    return results
 
 
 def _compile(model, optimizer, learning_rate, clipnorm, clipvalue, global_clipnorm, loss):

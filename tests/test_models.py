@@ -124,3 +124,98 @@ def test_recurrent_matrix_rejects_other_layers():
         recurrent_matrix(keras.layers.Dense(3))
     with pytest.raises(ValueError, match="gate must be one of"):
         recurrent_matrix(build_rnn("lstm", 3, input_dim=1).get_layer("lstm_1"))
+
+
+# ------------------------------------------------------- residual stacks, chrono init, W_x init
+
+
+@pytest.mark.parametrize("sequence_output", [False, True])
+def test_residual_stack_adds_each_layers_input_to_its_output(sequence_output):
+    model = build_rnn(
+        "simple", 5, input_dim=2, layers=3, residual=True, sequence_output=sequence_output
+    )
+    assert [type(layer).__name__ for layer in model.layers].count("Add") == 2
+    x = np.random.default_rng(0).normal(size=(3, 7, 2)).astype("float32")
+    rnn = [model.get_layer(f"simple_{i}") for i in (1, 2, 3)]
+    h1 = rnn[0](x)
+    h2 = rnn[1](h1) + h1  # the layers are called on their own: the independent reference
+    last = rnn[2](h2)
+    h3 = last + (h2 if sequence_output else h2[:, -1, :])
+    expected = model.get_layer("readout")(h3)
+    np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_residual_models_save_load_and_probe(tmp_path):
+    model = build_rnn("gru", 4, input_dim=2, layers=2, residual=True)
+    model.save(tmp_path / "r.keras")
+    loaded = keras.models.load_model(tmp_path / "r.keras", safe_mode=True)
+    x, y = rnngrad.tasks.adding_problem(4, 9, seed=0)
+    np.testing.assert_allclose(model(x), loaded(x), rtol=1e-6)
+    assert rnngrad.state_gradient_norms(loaded, x, y).shape == (2, 9)
+
+
+def test_chrono_biases_are_logs_of_uniform_memory_lengths():
+    b = rnngrad.models.chrono_biases(50, 20000, seed=0)
+    u = np.exp(b)
+    assert u.min() >= 1.0 and u.max() <= 49.0
+    assert u.mean() == pytest.approx(25.0, rel=0.02)  # U(1, 49): mean 25, sd 13.9 / sqrt(n)
+    np.testing.assert_array_equal(b, rnngrad.models.chrono_biases(50, 20000, seed=0))
+
+
+def test_chrono_initialization_sets_lstm_and_gru_gate_biases():
+    lstm = build_rnn("lstm", 6, input_dim=2, layers=2, chrono_length=30, forget_bias=5.0, seed=1)
+    for index, layer in enumerate(recurrent_layers(lstm)):
+        bias = layer.cell.bias.numpy()
+        i, f, c, o = np.split(bias, 4)
+        expected = rnngrad.models.chrono_biases(30, 6, seed=rnngrad.models._subseed(1, index, 9))
+        np.testing.assert_allclose(f, expected, rtol=1e-6)  # forget_bias is ignored
+        np.testing.assert_allclose(i, -f)
+        np.testing.assert_array_equal(np.concatenate([c, o]), 0.0)
+    gru = build_rnn("gru", 6, input_dim=2, chrono_length=30, seed=1)
+    bias = gru.get_layer("gru_1").cell.bias.numpy()  # (2, 18): input row, recurrent row
+    z_expected = rnngrad.models.chrono_biases(30, 6, seed=rnngrad.models._subseed(1, 0, 9))
+    np.testing.assert_allclose(bias[0, :6], z_expected, rtol=1e-6)  # z multiplies h_{t-1}
+    np.testing.assert_array_equal(bias[0, 6:], 0.0)
+    np.testing.assert_array_equal(bias[1], 0.0)
+
+
+def test_kernel_initializer_by_name_or_instance_is_seeded():
+    a = build_rnn("simple", 4, input_dim=3, kernel_initializer="random_normal", seed=2)
+    b = build_rnn("simple", 4, input_dim=3, kernel_initializer="random_normal", seed=2)
+    kernel = a.get_layer("simple_1").cell.kernel.numpy()
+    np.testing.assert_array_equal(kernel, b.get_layer("simple_1").cell.kernel.numpy())
+    assert np.std(kernel) < 0.2  # Keras's RandomNormal: stddev 0.05, not Glorot's ~0.6
+    small = keras.initializers.RandomNormal(stddev=1e-3)
+    c = build_rnn("simple", 4, input_dim=3, kernel_initializer=small, layers=2)
+    assert np.abs(c.get_layer("simple_2").cell.kernel.numpy()).max() < 1e-2
+    zeros = build_rnn("simple", 4, input_dim=3, kernel_initializer="zeros")
+    np.testing.assert_array_equal(zeros.get_layer("simple_1").cell.kernel.numpy(), 0.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(chrono_length=2, cell="lstm"), ValueError, "chrono_length must be >= 3"),
+        (dict(chrono_length=10), ValueError, "chrono_length applies to 'lstm' and 'gru'"),
+        (dict(residual="yes"), TypeError, "residual must be True or False"),
+        (dict(kernel_initializer="nope"), ValueError, "kernel_initializer must name"),
+        (dict(kernel_initializer=3), TypeError, "kernel_initializer must be"),
+    ],
+)
+def test_new_arguments_are_checked(kwargs, error, match):
+    arguments = dict(cell="simple", units=4, input_dim=2) | kwargs
+    cell, units = arguments.pop("cell"), arguments.pop("units")
+    with pytest.raises(error, match=match):
+        build_rnn(cell, units, **arguments)
+
+
+@pytest.mark.parametrize("cell", ["simple", "lstm", "gru"])
+def test_keras_default_is_one_orthogonal_kernel_like_a_stock_layer(cell):
+    model = build_rnn(cell, 8, input_dim=2, recurrent_initializer="keras", recurrent_gain=0.5)
+    kernel = recurrent_layers(model)[0].cell.recurrent_kernel.numpy()  # (8, gates * 8)
+    np.testing.assert_allclose(kernel @ kernel.T, 0.25 * np.eye(8), atol=1e-5)  # rows orthogonal
+    again = build_rnn(cell, 8, input_dim=2, recurrent_initializer="keras", recurrent_gain=0.5)
+    np.testing.assert_array_equal(kernel, recurrent_layers(again)[0].cell.recurrent_kernel.numpy())
+    if cell != "simple":  # each gate's block is a slice: singular values below 1
+        block = recurrent_matrix(recurrent_layers(model)[0], rnngrad.models.GATES[cell][0])
+        assert max_singular_value(block) < 0.5

@@ -1,0 +1,204 @@
+"""Keras callbacks for training runs: stop on divergence, record gradients as training goes.
+
+:class:`StopOnNonFinite` ends a fit at the first NaN or infinite loss while keeping the
+history so far (:func:`rnngrad.training.train` always adds it). :class:`GradientHistory`
+measures, on a fixed probe batch, the global norm of the loss gradient with respect to
+the trainable weights and the state-gradient profile of every recurrent layer, before
+training and after every epoch (or every N batches), so a chapter can show how gradient
+flow changes while a network learns.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import keras
+import numpy as np
+
+from rnngrad._validation import check_array, check_choice, check_int
+from rnngrad.probes import LOSSES, LossArg, global_gradient_norm, state_gradient_norms
+
+__all__ = ["GradientHistory", "StopOnNonFinite"]
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stop training at the first batch whose loss is NaN or infinite, with a warning.
+
+    Unlike an exception, this keeps everything recorded so far: Keras still closes the
+    epoch, so ``History`` holds the partial epoch too.
+
+    Attributes
+    ----------
+    stopped_at : tuple or None
+        ``(epoch, batch)`` of the first non-finite loss.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped_at: tuple[int, int] | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        """Remember the epoch, to report where the loss became non-finite."""
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        """Stop at the first batch whose loss is NaN or infinite."""
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)) and self.stopped_at is None:
+            self.stopped_at = (self._epoch, batch)
+            self.model.stop_training = True
+            warnings.warn(
+                f"training stopped: the loss became {float(loss)} at epoch {self._epoch}, "
+                f"batch {batch} (exploding gradients?); the history so far is kept",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+class GradientHistory(keras.callbacks.Callback):
+    """Record gradient norms and state-gradient profiles on a fixed batch during training.
+
+    Each measurement takes the model's current weights and a fixed probe batch and
+    computes two things: the global norm of the gradient of the batch-mean loss with
+    respect to all trainable weights (the quantity gradient clipping looks at), and the
+    profile ``||dL_i/dh_t||`` of every recurrent layer from
+    :func:`rnngrad.probes.state_gradient_norms`. It measures once before the first
+    update, then at the end of every epoch, or every ``every_n_batches`` updates (and
+    at the end of every epoch). At each epoch's end it also writes ``grad_norm`` into
+    the epoch's logs, so Keras's ``History`` (and :class:`rnngrad.training.TrainResult`)
+    keeps it next to the loss.
+
+    Subclasses can change what is done with a measurement by overriding :meth:`record`
+    (for instance to warn about spikes), and what is measured by overriding
+    :meth:`measure`. The lists are cleared at the start of every fit, as Keras's
+    ``History`` is.
+
+    Parameters
+    ----------
+    x_probe : array-like
+        The probe batch of inputs, e.g. ``(B, T, features)``; it never changes, so
+        measurements differ only because the weights do.
+    y_probe : array-like or None
+        Its targets; ``None`` uses the target-free loss ``1/2 ||output||^2``, as the
+        probe does.
+    loss : str or callable, default "mse"
+        One of :data:`rnngrad.probes.LOSSES` or a callable ``(y_true, y_pred) -> (B,)``.
+        It should be the loss the model is trained with.
+    every_n_batches : int or None, default None
+        Also measure after every this many updates (counted across epochs).
+
+    Attributes
+    ----------
+    steps : list of int
+        The number of updates made before each measurement (0 = before training).
+    epochs : list of float
+        The same in epochs (``steps / steps_per_epoch``; NaN for a mid-epoch
+        measurement when Keras does not know the epoch's length).
+    grad_norms : list of float
+        Global norm of dL/dθ, L the batch-mean loss (regularization terms excluded).
+    profiles : list of numpy.ndarray
+        ``(layers, T)`` state-gradient norms, as from
+        :func:`~rnngrad.probes.state_gradient_norms`.
+
+    Examples
+    --------
+    >>> import rnngrad
+    >>> x, y = rnngrad.tasks.adding_problem(64, 10, seed=0)
+    >>> model = rnngrad.build_rnn("simple", 4, input_dim=2)
+    >>> history = GradientHistory(x[:8], y[:8])
+    >>> result = rnngrad.training.train(model, x, y, epochs=2, callbacks=[history])
+    >>> history.epochs, len(result.history["grad_norm"])
+    ([0.0, 1.0, 2.0], 2)
+    """
+
+    def __init__(
+        self,
+        x_probe: Any,
+        y_probe: Any,
+        *,
+        loss: LossArg = "mse",
+        every_n_batches: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.x_probe = check_array("x_probe", x_probe)
+        if self.x_probe.ndim < 2:
+            raise ValueError(f"x_probe must be a batch (rank >= 2), got shape {self.x_probe.shape}")
+        self.y_probe = None if y_probe is None else check_array("y_probe", y_probe)
+        if self.y_probe is not None and len(self.y_probe) != len(self.x_probe):
+            raise ValueError(
+                f"x_probe and y_probe must have the same number of examples, "
+                f"got {len(self.x_probe)} and {len(self.y_probe)}"
+            )
+        if isinstance(loss, str):
+            check_choice("loss", loss, LOSSES)
+        elif not callable(loss):
+            raise TypeError(
+                f"loss must be one of {LOSSES} or a callable, got {type(loss).__name__}"
+            )
+        self.loss = loss
+        if every_n_batches is not None:
+            every_n_batches = check_int("every_n_batches", every_n_batches, minimum=1)
+        self.every_n_batches = every_n_batches
+        self.steps: list[int] = []
+        self.epochs: list[float] = []
+        self.grad_norms: list[float] = []
+        self.profiles: list[np.ndarray] = []
+        self._step = 0
+
+    # ---------------------------------------------------------------- the two hooks
+
+    def measure(self) -> tuple[float, np.ndarray]:
+        """Measure the current model on the probe batch.
+
+        Returns
+        -------
+        grad_norm : float
+            Global norm of the gradient of the batch-mean loss w.r.t. the trainable
+            weights.
+        profile : numpy.ndarray
+            ``(layers, T)`` state-gradient norms.
+        """
+        grad_norm = global_gradient_norm(self.model, self.x_probe, self.y_probe, loss=self.loss)
+        profile = state_gradient_norms(self.model, self.x_probe, self.y_probe, loss=self.loss)
+        return grad_norm, profile
+
+    def record(self, step: int, epoch: float, grad_norm: float, profile: np.ndarray) -> None:
+        """Keep one measurement (override to act on it, e.g. to warn)."""
+        self.steps.append(step)
+        self.epochs.append(epoch)
+        self.grad_norms.append(grad_norm)
+        self.profiles.append(profile)
+
+    # ---------------------------------------------------------------- Keras's hooks
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        """Clear the records and measure the untrained model (step 0)."""
+        self.steps, self.epochs, self.grad_norms, self.profiles = [], [], [], []
+        self._step = 0
+        self._take()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        """Count updates; measure every ``every_n_batches`` of them."""
+        self._step += 1
+        if self.every_n_batches and self._step % self.every_n_batches == 0:
+            self._take()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Measure (unless just done) and write ``grad_norm`` into the epoch's logs."""
+        if not self.steps or self.steps[-1] != self._step:
+            self._take(epoch + 1.0)
+        if logs is not None:
+            logs["grad_norm"] = self.grad_norms[-1]
+
+    # ---------------------------------------------------------------- internals
+
+    def _take(self, epoch: float | None = None) -> None:
+        if epoch is None:
+            per_epoch = (self.params or {}).get("steps")
+            epoch = self._step / per_epoch if per_epoch else float("nan")
+            epoch = 0.0 if self._step == 0 else epoch
+        grad_norm, profile = self.measure()
+        self.record(self._step, float(epoch), grad_norm, profile)

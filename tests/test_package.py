@@ -76,3 +76,23 @@ def test_table_of_contents_lists_exactly_the_chapters():
     for entry in listed:
         candidates = [ROOT / f"{entry}{suffix}" for suffix in (".ipynb", ".md", "")]
         assert any(c.exists() for c in candidates), f"_toc.yml lists a missing file: {entry}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_chapters_follow_the_chapter_standard(path):
+    notebook = json.loads(path.read_text())
+    markdown = "\n".join(
+        "".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown"
+    )
+    code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    assert markdown.lstrip().startswith("# "), f"{path.name}: no title"
+    assert "## Summary" in markdown and "## Exercises" in markdown, path.name
+    exercises, solutions = markdown.count("{exercise}"), markdown.count("{solution}")
+    assert exercises >= 3 and solutions == exercises, f"{path.name}: {exercises} exercises"
+    assert markdown.count(":class: dropdown") >= solutions, f"{path.name}: solutions not folded"
+    assert "rnngrad.seed_everything(" in code, f"{path.name}: not seeded"
+    assert "# Check:" in code and "assert " in code, f"{path.name}: no checked claims"
+    figures = markdown.split("{glue:figure}")[1:]
+    for figure in figures:
+        options = figure.split("\n\n", 1)[0]
+        assert ":name:" in options and ":alt:" in options, f"{path.name}: figure without name/alt"

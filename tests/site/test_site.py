@@ -116,6 +116,11 @@ def test_page_renders_cleanly(server, browser, page):
         ".filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
     )
     assert not broken_images, f"{page}: images that did not load: {broken_images}"
+    no_alt = tab.evaluate(
+        "() => [...document.querySelectorAll('main img')]"
+        ".filter(i => !(i.alt || '').trim()).map(i => i.src)"
+    )
+    assert not no_alt, f"{page}: images without alt text: {no_alt}"
 
     # Math: after MathJax has run, no TeX delimiters remain in the prose (code is exempt).
     prose = tab.evaluate(

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from rnngrad._validation import check_array, check_choice, check_float
-from rnngrad.probes import LOSSES, LossArg, _check_inputs, _check_targets, _per_example_loss
+from rnngrad.probes import LossArg, _per_example_loss, check_model_data
 from rnngrad.training import make_optimizer
 
 __all__ = [
@@ -85,14 +85,7 @@ def weight_gradients(
     >>> [g.shape for g in weight_gradients(model, x, y)]
     [(2, 4), (4, 4), (4,), (4, 1), (1,)]
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
-    if isinstance(loss, str):
-        check_choice("loss", loss, LOSSES)
-    elif not callable(loss):
-        raise TypeError(f"loss must be one of {LOSSES} or a callable, got {type(loss).__name__}")
-    x = _check_inputs(model, x)
-    y = None if y is None else _check_targets(model, x, y, loss)
+    x, y = check_model_data(model, x, y, loss)
     variables = list(model.trainable_variables if variables is None else variables)
     if not variables or not all(isinstance(v, keras.Variable) for v in variables):
         raise TypeError("variables must be a non-empty list of keras.Variable")

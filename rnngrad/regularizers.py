@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from rnngrad._seed import seed_everything
-from rnngrad._validation import check_array, check_float, check_int
+from rnngrad._validation import check_float, check_int
 from rnngrad.clipping import tf_variables
 from rnngrad.models import recurrent_layers
 from rnngrad.probes import (
@@ -39,7 +39,7 @@ from rnngrad.probes import (
     _per_example_loss,
     state_gradients,
 )
-from rnngrad.training import TrainResult, make_optimizer
+from rnngrad.training import TrainResult, check_fit_arguments, make_optimizer
 
 __all__ = ["omega", "omega_gradients", "omega_ratios", "train_with_omega"]
 
@@ -300,15 +300,8 @@ def train_with_omega(
     strength = check_float("strength", strength)
     if strength < 0:
         raise ValueError(f"strength must be >= 0, got {strength}")
-    epochs = check_int("epochs", epochs, minimum=1)
-    batch_size = check_int("batch_size", batch_size, minimum=1)
+    x, y, epochs, batch_size = check_fit_arguments(x, y, epochs, batch_size)
     seed = check_int("seed", seed, minimum=0)
-    x = check_array("x", x)
-    y = check_array("y", y)
-    if len(x) != len(y):
-        raise ValueError(
-            f"x and y must have the same number of examples, got {len(x)} and {len(y)}"
-        )
     built = make_optimizer(
         optimizer, learning_rate, global_clipnorm=global_clipnorm, momentum=momentum
     )

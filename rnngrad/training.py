@@ -342,7 +342,10 @@ def _compile(model, optimizer, learning_rate, clipnorm, clipvalue, global_clipno
     model.compile(optimizer=built, loss=loss)
 
 
-def _fit(model, x, y, epochs, batch_size, validation_data, callbacks, seed, verbose):
+def check_fit_arguments(
+    x: Any, y: Any, epochs: int, batch_size: int
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Validate the data and loop sizes of a training run (shared by every training loop)."""
     epochs = check_int("epochs", epochs, minimum=1)
     batch_size = check_int("batch_size", batch_size, minimum=1)
     x = check_array("x", x)
@@ -351,6 +354,11 @@ def _fit(model, x, y, epochs, batch_size, validation_data, callbacks, seed, verb
         raise ValueError(
             f"x and y must have the same number of examples, got {len(x)} and {len(y)}"
         )
+    return x, y, epochs, batch_size
+
+
+def _fit(model, x, y, epochs, batch_size, validation_data, callbacks, seed, verbose):
+    x, y, epochs, batch_size = check_fit_arguments(x, y, epochs, batch_size)
     seed_everything(seed)
     stopper = StopOnNonFinite()
     start = time.perf_counter()

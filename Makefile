@@ -24,11 +24,11 @@ book: $(STAMP) cache-check
 book-strict: $(STAMP) cache-check
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
-# The execution cache hashes cell sources only: a change to the package (or to the
+# The execution cache hashes cell sources only: a change to any file of the package (or to the
 # locked versions) must re-execute every chapter, so clear the cache when they change.
 cache-check:
 	@mkdir -p _build
-	@hash=$$(cat rnngrad/*.py requirements-lock.txt | sha256sum | cut -d' ' -f1); \
+	@hash=$$(find rnngrad -type f ! -path '*/__pycache__/*' | LC_ALL=C sort | xargs cat requirements-lock.txt | sha256sum | cut -d' ' -f1); \
 	if [ "$$(cat _build/.package-hash 2>/dev/null)" != "$$hash" ]; then \
 		echo "rnngrad/ or the lock file changed: clearing the notebook execution cache"; \
 		rm -rf _build/.jupyter_cache; echo "$$hash" > _build/.package-hash; \

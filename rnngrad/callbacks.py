@@ -17,8 +17,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from rnngrad._validation import check_array, check_choice, check_int
-from rnngrad.probes import LOSSES, LossArg, global_gradient_norm, state_gradient_norms
+from rnngrad._engine import global_norm, run_probe
+from rnngrad._validation import check_array, check_int
+from rnngrad.probes import LossArg
 
 __all__ = ["GradientHistory", "StopOnNonFinite"]
 
@@ -58,6 +59,13 @@ class StopOnNonFinite(keras.callbacks.Callback):
             )
 
 
+def _is_array_like(value: Any) -> bool:
+    """A nested list of numbers (one array), as opposed to a list or dict of arrays."""
+    if isinstance(value, dict):
+        return False
+    return not all(hasattr(part, "shape") for part in value)
+
+
 class GradientHistory(keras.callbacks.Callback):
     """Record gradient norms and state-gradient profiles on a fixed batch during training.
 
@@ -84,9 +92,9 @@ class GradientHistory(keras.callbacks.Callback):
     y_probe : array-like or None
         Its targets; ``None`` uses the target-free loss ``1/2 ||output||^2``, as the
         probe does.
-    loss : str or callable, default "mse"
-        One of :data:`rnngrad.probes.LOSSES` or a callable ``(y_true, y_pred) -> (B,)``.
-        It should be the loss the model is trained with.
+    loss : None, str, keras.losses.Loss or callable, default None
+        The loss to differentiate, as for :func:`rnngrad.probes.state_gradient_norms`;
+        ``None`` is the loss the model is compiled (trained) with.
     every_n_batches : int or None, default None
         Also measure after every this many updates (counted across epochs).
 
@@ -100,8 +108,11 @@ class GradientHistory(keras.callbacks.Callback):
     grad_norms : list of float
         Global norm of dL/dθ, L the batch-mean loss (regularization terms excluded).
     profiles : list of numpy.ndarray
-        ``(layers, T)`` state-gradient norms, as from
+        ``(rows, T)`` state-gradient norms, as from
         :func:`~rnngrad.probes.state_gradient_norms`.
+    transports : list of list of numpy.ndarray
+        Only when a subclass sets ``measures_transport``: per measurement, each row's
+        transport by lag (see :func:`rnngrad.diagnosis.diagnose`).
 
     Examples
     --------
@@ -119,24 +130,31 @@ class GradientHistory(keras.callbacks.Callback):
         x_probe: Any,
         y_probe: Any,
         *,
-        loss: LossArg = "mse",
+        loss: LossArg = None,
         every_n_batches: int | None = None,
     ) -> None:
         super().__init__()
-        self.x_probe = check_array("x_probe", x_probe)
-        if self.x_probe.ndim < 2:
-            raise ValueError(f"x_probe must be a batch (rank >= 2), got shape {self.x_probe.shape}")
+        if isinstance(x_probe, (list, tuple, dict)) and not _is_array_like(x_probe):
+            self.x_probe = x_probe  # several inputs: checked against the model when measured
+            first = next(iter(x_probe.values())) if isinstance(x_probe, dict) else x_probe[0]
+            examples = len(first)
+        else:
+            self.x_probe = check_array("x_probe", x_probe)
+            if self.x_probe.ndim < 2:
+                raise ValueError(
+                    f"x_probe must be a batch (rank >= 2), got shape {self.x_probe.shape}"
+                )
+            examples = len(self.x_probe)
         self.y_probe = None if y_probe is None else check_array("y_probe", y_probe)
-        if self.y_probe is not None and len(self.y_probe) != len(self.x_probe):
+        if self.y_probe is not None and len(self.y_probe) != examples:
             raise ValueError(
                 f"x_probe and y_probe must have the same number of examples, "
-                f"got {len(self.x_probe)} and {len(self.y_probe)}"
+                f"got {examples} and {len(self.y_probe)}"
             )
-        if isinstance(loss, str):
-            check_choice("loss", loss, LOSSES)
-        elif not callable(loss):
+        if loss is not None and not isinstance(loss, str) and not callable(loss):
             raise TypeError(
-                f"loss must be one of {LOSSES} or a callable, got {type(loss).__name__}"
+                "loss must be None, a Keras loss name, a keras.losses.Loss or a callable, "
+                f"got {type(loss).__name__}"
             )
         self.loss = loss
         if every_n_batches is not None:
@@ -146,12 +164,20 @@ class GradientHistory(keras.callbacks.Callback):
         self.epochs: list[float] = []
         self.grad_norms: list[float] = []
         self.profiles: list[np.ndarray] = []
+        self.transports: list[list[np.ndarray]] = []
+        self.row_names: list[str] = []
         self._step = 0
+
+    measures_transport = False
+    """Whether :meth:`measure` also measures each row's transport (costs a batch copy)."""
 
     # ---------------------------------------------------------------- the two hooks
 
-    def measure(self) -> tuple[float, np.ndarray]:
+    def measure(self) -> tuple[float, np.ndarray, list[np.ndarray] | None]:
         """Measure the current model on the probe batch.
+
+        Overflowing gradients are not warned about here: they are recorded (as inf or
+        NaN), and :class:`~rnngrad.monitor.GradientMonitor` reports them once.
 
         Returns
         -------
@@ -159,24 +185,44 @@ class GradientHistory(keras.callbacks.Callback):
             Global norm of the gradient of the batch-mean loss w.r.t. the trainable
             weights.
         profile : numpy.ndarray
-            ``(layers, T)`` state-gradient norms.
+            ``(rows, T)`` state-gradient norms.
+        transport : list of numpy.ndarray or None
+            Each row's transport by lag, if :attr:`measures_transport`.
         """
-        grad_norm = global_gradient_norm(self.model, self.x_probe, self.y_probe, loss=self.loss)
-        profile = state_gradient_norms(self.model, self.x_probe, self.y_probe, loss=self.loss)
-        return grad_norm, profile
+        grad_norm, _ = global_norm(self.model, self.x_probe, self.y_probe, loss=self.loss)
+        run = run_probe(
+            self.model,
+            self.x_probe,
+            self.y_probe,
+            loss=self.loss,
+            transport=self.measures_transport,
+        )
+        self.row_names = [row.name for row in run.rows]
+        transport = run.transport() if self.measures_transport else None
+        return grad_norm, run.norms(), transport
 
-    def record(self, step: int, epoch: float, grad_norm: float, profile: np.ndarray) -> None:
+    def record(
+        self,
+        step: int,
+        epoch: float,
+        grad_norm: float,
+        profile: np.ndarray,
+        transport: list[np.ndarray] | None = None,
+    ) -> None:
         """Keep one measurement (override to act on it, e.g. to warn)."""
         self.steps.append(step)
         self.epochs.append(epoch)
         self.grad_norms.append(grad_norm)
         self.profiles.append(profile)
+        if transport is not None:
+            self.transports.append(transport)
 
     # ---------------------------------------------------------------- Keras's hooks
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         """Clear the records and measure the untrained model (step 0)."""
         self.steps, self.epochs, self.grad_norms, self.profiles = [], [], [], []
+        self.transports = []
         self._step = 0
         self._take()
 
@@ -200,5 +246,5 @@ class GradientHistory(keras.callbacks.Callback):
             per_epoch = (self.params or {}).get("steps")
             epoch = self._step / per_epoch if per_epoch else float("nan")
             epoch = 0.0 if self._step == 0 else epoch
-        grad_norm, profile = self.measure()
-        self.record(self._step, float(epoch), grad_norm, profile)
+        grad_norm, profile, transport = self.measure()
+        self.record(self._step, float(epoch), grad_norm, profile, transport)

@@ -15,8 +15,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from rnngrad._engine import check_inputs, check_model, check_targets, resolve_loss
 from rnngrad._validation import check_float, check_int
-from rnngrad.probes import LossArg, _check_inputs, _check_targets, _per_example_loss
+from rnngrad.probes import LossArg
 
 __all__ = ["finite_difference_state_gradient"]
 
@@ -55,8 +56,10 @@ def finite_difference_state_gradient(
         ``state_gradients(model, x, y)[0][:, step - 1]``.
     """
     layer, head = _split(model)
-    x = _check_inputs(model, x)
-    y = _check_targets(model, x, y, loss)
+    check_model(model)
+    spec = resolve_loss(model, loss, has_targets=y is not None)
+    x = tf.convert_to_tensor(check_inputs(model, x))
+    y = None if y is None else tf.convert_to_tensor(check_targets(model, x, y, spec))
     steps = x.shape[1]
     step = check_int("step", step, minimum=1)
     if step > steps:
@@ -80,7 +83,7 @@ def finite_difference_state_gradient(
     for later in head:
         out = later(out, training=False)
     targets = tf.repeat(y, copies, axis=0)
-    losses = _per_example_loss(loss, model, targets, out).numpy().astype(np.float64)
+    losses = spec.per_example(targets, out).numpy().astype(np.float64)
     losses = losses.reshape(batch, 2, units)
     return (losses[:, 0] - losses[:, 1]) / (2 * delta)
 

@@ -48,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diagnose.add_argument("model", help="a model saved with model.save('m.keras')")
     diagnose.add_argument(
-        "--data", metavar="FILE.npz", help="arrays 'x' (and optionally 'y') to measure on"
+        "--data",
+        metavar="FILE",
+        help="a .npz with arrays 'x' (and optionally 'y'), or with one array per model "
+        "input named after the input; or a .npy holding x",
     )
     diagnose.add_argument(
         "--length",
@@ -67,8 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument(
         "--loss",
         default="auto",
-        help="mse, sparse_categorical_crossentropy, categorical_crossentropy or "
-        "binary_crossentropy (default: chosen from the targets and the output layer)",
+        help="a Keras loss name such as mse or sparse_categorical_crossentropy (default: the "
+        "loss the model was compiled with; MSE if it was saved uncompiled)",
+    )
+    diagnose.add_argument(
+        "--from-logits",
+        action="store_true",
+        help="with a cross-entropy --loss: the model outputs logits, not probabilities",
     )
     diagnose.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     diagnose.add_argument("--json", action="store_true", help="print one JSON object")
@@ -102,17 +110,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SystemExit as done:  # --help
             return int(done.code or 0)
         except Exception as err:  # the contract is one line, never a traceback
-            print(f"rnngrad: internal error: {type(err).__name__}: {err}", file=sys.stderr)
+            text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            print(f"rnngrad: internal error: {type(err).__name__}: {text}", file=sys.stderr)
             return USAGE_ERROR
 
 
-def _diagnose_command(args: argparse.Namespace) -> int:
-    from rnngrad.diagnosis import VERDICTS  # light: no TensorFlow yet
+def _check_arguments(args: argparse.Namespace) -> set[str]:
+    """Everything that can be checked before TensorFlow loads; the --fail-on verdicts."""
+    from rnngrad.verdicts import NO_SIGNAL, VERDICTS  # NumPy only
 
+    choices = (*VERDICTS, NO_SIGNAL)
     fail_on = {v.strip() for v in args.fail_on.split(",") if v.strip()}
-    unknown = fail_on - set(VERDICTS)
+    unknown = fail_on - set(choices)
     if unknown:
-        raise CliError(f"--fail-on takes {', '.join(VERDICTS)}; got {', '.join(sorted(unknown))}")
+        raise CliError(f"--fail-on takes {', '.join(choices)}; got {', '.join(sorted(unknown))}")
     if args.batch is not None and args.batch < 1:
         raise CliError(f"--batch must be >= 1, got {args.batch}")
     if args.length is not None and args.length < 1:
@@ -120,9 +131,35 @@ def _diagnose_command(args: argparse.Namespace) -> int:
     path = Path(args.model)
     if not path.is_file():
         raise CliError(f"no such model file: {path}")
-    if args.data is not None and not Path(args.data).is_file():
-        raise CliError(f"no such data file: {args.data}")
+    if path.suffix in (".h5", ".hdf5"):
+        if not _starts_with(path, b"\x89HDF"):
+            raise CliError(f"{path} is not a valid HDF5 file")
+    elif not zipfile.is_zipfile(path):
+        raise CliError(f"{path} is not a valid Keras archive (a .keras file is a zip archive)")
+    if args.data is not None:
+        data = Path(args.data)
+        if not data.is_file():
+            raise CliError(f"no such data file: {data}")
+        if data.suffix == ".npy":
+            if not _starts_with(data, b"\x93NUMPY"):
+                raise CliError(f"{data} is not a .npy file (it does not start with NumPy's header)")
+        elif not zipfile.is_zipfile(data):
+            raise CliError(
+                f"{data} is not a .npz archive; --data takes a .npz (np.savez) or a .npy (np.save)"
+            )
+    if args.from_logits and args.loss == "auto":
+        raise CliError("--from-logits needs --loss (the compiled loss keeps its own setting)")
+    return fail_on
 
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(len(magic)) == magic
+
+
+def _diagnose_command(args: argparse.Namespace) -> int:
+    fail_on = _check_arguments(args)
+    path = Path(args.model)
     progress = _Progress(enabled=sys.stderr.isatty() and not args.json)
     progress("loading TensorFlow and the model")
     warnings.simplefilter("ignore")  # Keras's load-time chatter; the report says what matters
@@ -130,17 +167,19 @@ def _diagnose_command(args: argparse.Namespace) -> int:
 
     from rnngrad.diagnosis import diagnose
 
-    model = _load_model(path, unsafe=args.unsafe)
+    model, load_note = _load_model(path, unsafe=args.unsafe)
     x, y, source = _inputs(model, args, np)
-    loss = _choose_loss(model, y, args.loss, np)
-    progress(f"measuring gradients on a batch of {x.shape[0]} sequences of length {x.shape[1]}")
+    loss = _loss(args)
+    progress(f"measuring gradients on {_describe_batch(x, np)}")
     try:
         report = diagnose(model, x, y, loss=loss)
     except (ValueError, TypeError) as err:
-        raise CliError(str(err).splitlines()[0]) from None
+        raise CliError(str(err).strip().splitlines()[0]) from None
+    if load_note:
+        report.notes.append(load_note)
     if source == "random":
         report.notes.append(
-            "inputs were N(0, 1) noise"
+            "inputs were random"
             + ("" if y is not None else " and the loss 1/2 ||output||^2")
             + ": real data can saturate units differently; pass --data for a verdict on your data"
         )
@@ -158,71 +197,135 @@ def _diagnose_command(args: argparse.Namespace) -> int:
     return FAILED_VERDICT if report.verdict in fail_on else 0
 
 
-def _load_model(path: Path, *, unsafe: bool) -> Any:
+def _describe_batch(x: Any, np: Any) -> str:
+    first = x[0] if isinstance(x, list) else x
+    shape = np.shape(first)
+    return f"{shape[0]} sequences of length {shape[1]}" if len(shape) > 1 else f"{shape[0]} rows"
+
+
+def _load_model(path: Path, *, unsafe: bool) -> tuple[Any, str | None]:
+    """The model, compiled as it was saved if its loss can be restored; and a note."""
     import keras
 
+    note = None
     try:
-        model = keras.models.load_model(path, safe_mode=not unsafe, compile=False)
+        try:
+            model = keras.models.load_model(path, safe_mode=not unsafe, compile=True)
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            if _needs_unsafe(err):
+                raise
+            model = keras.models.load_model(path, safe_mode=not unsafe, compile=False)
+            note = (
+                f"the saved loss could not be restored ({str(err).splitlines()[0][:80]}); "
+                "pass --loss to choose one"
+            )
     except (ValueError, TypeError) as err:
-        text = str(err)
-        if "safe_mode" in text or "Lambda" in text:
+        if _needs_unsafe(err):
             raise CliError(
                 f"{path} contains a Lambda layer, which runs code stored in the file; "
                 "rerun with --unsafe if you trust it"
             ) from None
-        raise CliError(f"cannot load {path} as a Keras model: {text.splitlines()[0]}") from None
+        raise CliError(f"cannot load {path} as a Keras model: {str(err).splitlines()[0]}") from None
     except (OSError, zipfile.BadZipFile, KeyError) as err:
-        raise CliError(f"cannot load {path} as a Keras model: {err}") from None
+        raise CliError(f"{path} is not a valid Keras archive: {err}") from None
     if not isinstance(model, keras.Model):
         raise CliError(f"{path} does not hold a Keras model")
-    return model
+    return model, note
+
+
+def _needs_unsafe(err: Exception) -> bool:
+    text = str(err)
+    return "safe_mode" in text or "Lambda" in text
 
 
 def _inputs(model: Any, args: argparse.Namespace, np: Any) -> tuple[Any, Any, str]:
+    names = [layer.name for layer in getattr(model, "_input_layers", [])]
     if args.data is not None:
-        try:
-            arrays = np.load(args.data, allow_pickle=False)
-            names = list(arrays.files)
-        except (OSError, ValueError, zipfile.BadZipFile) as err:
-            raise CliError(f"cannot read {args.data} as a .npz file: {err}") from None
-        if "x" not in names:
-            raise CliError(f"{args.data} must hold an array named 'x' (found: {', '.join(names)})")
-        x = arrays["x"][: args.batch]  # a batch of None keeps every row
-        y = arrays["y"][: args.batch] if "y" in names else None
-        return x, y, args.data
-    try:
-        shape = tuple(model.inputs[0].shape)
-        dtype = str(model.inputs[0].dtype)
-    except (AttributeError, IndexError, ValueError):
-        raise CliError("the model has no known input shape; pass --data") from None
-    if len(shape) != 3 or shape[2] is None or "int" in dtype:
-        raise CliError(f"the model takes inputs of shape {shape} ({dtype}); pass --data")
-    length = shape[1]
+        return (*_data_file(args.data, names, args.batch, np), args.data)
+    specs = _input_specs(model)
+    if len(specs) != 1:
+        raise CliError(
+            f"the model has {len(specs)} inputs ({', '.join(names)}); pass --data with one "
+            "array per input, named after it"
+        )
+    shape, dtype = tuple(specs[0].shape), str(specs[0].dtype)
+    length = shape[1] if len(shape) > 1 else None
     if length is not None and args.length is not None and args.length != length:
         raise CliError(f"--length {args.length} differs from the model's input length {length}")
     length = length or args.length or 100
     rng = np.random.default_rng(args.seed)
-    x = rng.standard_normal((args.batch or 32, length, shape[2])).astype("float32")
+    batch = args.batch or 32
+    if "int" in dtype:
+        vocabulary = _vocabulary(model)
+        if vocabulary is None or len(shape) != 2:
+            raise CliError(f"the model takes integer inputs of shape {shape}; pass --data")
+        # Token ids within the vocabulary; id 0 is often padding, so draw from 1 up.
+        low = 1 if vocabulary > 1 else 0
+        x = rng.integers(low, vocabulary, size=(batch, length)).astype(dtype)
+        return x, None, "random"
+    if len(shape) != 3 or shape[2] is None:
+        raise CliError(f"the model takes inputs of shape {shape} ({dtype}); pass --data")
+    x = rng.standard_normal((batch, length, shape[2])).astype("float32")
     return x, None, "random"
 
 
-def _choose_loss(model: Any, y: Any, requested: str, np: Any) -> str | None:
-    from rnngrad.probes import LOSSES, _outputs_probabilities
+def _input_specs(model: Any) -> list:
+    try:
+        specs = list(model.inputs or [])
+    except (AttributeError, ValueError):
+        specs = []
+    if not specs:
+        raise CliError("the model has no known input shape; pass --data")
+    return specs
 
-    if requested != "auto":
-        if requested not in LOSSES:
-            raise CliError(f"--loss must be auto or one of {', '.join(LOSSES)}; got {requested}")
-        return requested
-    if y is None:
+
+def _vocabulary(model: Any) -> int | None:
+    import keras
+
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.Embedding):
+            return int(layer.input_dim)
+    return None
+
+
+def _data_file(name: str, input_names: list[str], batch: int | None, np: Any) -> tuple[Any, Any]:
+    try:
+        if name.endswith(".npy"):
+            return np.load(name, allow_pickle=False)[:batch], None
+        arrays = np.load(name, allow_pickle=False)
+        keys = list(arrays.files)
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise CliError(f"cannot read {name}: {err}") from None
+    y = arrays["y"][:batch] if "y" in keys else None
+    if "x" in keys:
+        return arrays["x"][:batch], y
+    if len(input_names) > 1 and all(n in keys for n in input_names):
+        return [arrays[n][:batch] for n in input_names], y
+    wanted = "'x'" if len(input_names) <= 1 else f"'x' or one per input ({', '.join(input_names)})"
+    raise CliError(f"{name} must hold an array named {wanted} (found: {', '.join(keys)})")
+
+
+def _loss(args: argparse.Namespace) -> Any:
+    if args.loss == "auto":
         return None
-    outputs = int(model.outputs[0].shape[-1] or 1)
-    if np.issubdtype(np.asarray(y).dtype, np.integer) and outputs > 1:
-        return "sparse_categorical_crossentropy"
-    if outputs > 1 and _outputs_probabilities(model, "softmax"):
-        return "categorical_crossentropy"
-    if _outputs_probabilities(model, "sigmoid"):
-        return "binary_crossentropy"
-    return "mse"
+    import keras
+
+    try:
+        function = keras.losses.get(args.loss)
+    except (ValueError, TypeError):
+        function = None
+    if function is None:
+        raise CliError(f"--loss must be auto or a Keras loss name; got {args.loss}")
+    if not args.from_logits:
+        return args.loss
+    classes = {
+        "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
+        "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
+        "binary_crossentropy": keras.losses.BinaryCrossentropy,
+    }
+    if args.loss not in classes:
+        raise CliError(f"--from-logits applies to the cross-entropies, not {args.loss}")
+    return classes[args.loss](from_logits=True)
 
 
 def _save_plot(report: Any, out: str) -> None:
@@ -231,15 +334,19 @@ def _save_plot(report: Any, out: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rnngrad.plotting import plot_gradient_profile, use_book_style
+    from rnngrad.plotting import use_book_style
 
     use_book_style()
     fig, ax = plt.subplots()
     for layer in report.layers:
-        plot_gradient_profile(layer.profile, ax=ax, label=f"{layer.name} ({layer.kind})")
-    ax.axhline(1e-3, color="0.4", lw=1, ls=":", label="vanishing threshold 1e-3")
+        lags = range(len(layer.transport))
+        ax.semilogy(lags, layer.transport, label=f"{layer.name} ({layer.verdict})")
+    ratio = report.thresholds["vanishing_ratio"]
+    ax.axhline(ratio, color="0.4", lw=1, ls=":", label=f"vanishing threshold {ratio:g}")
+    ax.set_xlabel("steps back from the last state (lag)")
+    ax.set_ylabel("gradient carried back (transport)")
     ax.legend()
-    ax.set_title(f"Gradient profile: {report.verdict}")
+    ax.set_title(f"Gradient transport: {report.verdict}")
     try:
         fig.savefig(out)
     except OSError as err:

@@ -27,8 +27,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from rnngrad._engine import resolve_loss
 from rnngrad._validation import check_array, check_choice, check_float
-from rnngrad.probes import LossArg, _per_example_loss, check_model_data
+from rnngrad.probes import LossArg, check_model_data
 from rnngrad.training import make_optimizer
 
 __all__ = [
@@ -89,8 +90,9 @@ def weight_gradients(
     variables = list(model.trainable_variables if variables is None else variables)
     if not variables or not all(isinstance(v, keras.Variable) for v in variables):
         raise TypeError("variables must be a non-empty list of keras.Variable")
+    spec = resolve_loss(model, loss, has_targets=y is not None)
     with tf.GradientTape() as tape:
-        mean_loss = tf.reduce_mean(_per_example_loss(loss, model, y, model(x, training=False)))
+        mean_loss = tf.reduce_mean(spec.per_example(y, model(x, training=False)))
     grads = tape.gradient(mean_loss, tf_variables(variables), unconnected_gradients="zero")
     return [np.asarray(g, dtype=np.float64) for g in grads]
 

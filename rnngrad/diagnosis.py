@@ -1,63 +1,70 @@
 """A gradient-health report for your own Keras RNN: :func:`diagnose`.
 
 It answers "are my gradients vanishing or exploding, over which horizon, and what should
-I try?" from one probe of the model on a batch:
+I try?" from one probe of the model on a batch. Two quantities per recurrent row:
 
-- per recurrent layer: the profile ||dL/dh_t||, the fitted per-step factor
-  ``decay_per_step`` (the geometric-mean ratio from one step to the one before, e.g. 0.9
-  means the gradient shrinks by 10 % per step back in time), the ``horizon`` (steps back
-  until the gradient falls below ``VANISHING_RATIO`` of its last-step value, None if it
-  never does within the sequence), the largest growth, the recurrent matrices' spectral
-  radius and largest singular value, and for LSTM/GRU the mean gate openings;
-- the global gradient norm (what ``global_clipnorm`` clips);
-- a verdict, by the rule in :func:`layer_verdict`, where the worst layer decides;
-- suggestions, each citing the measurement that triggered it and the chapter that
-  explains it.
+- the **profile** ``||dL_i/dh_t||`` for every step t (what
+  :func:`rnngrad.probes.state_gradient_norms` returns): the gradient the loss actually
+  sends to each step, direct terms from the head included;
+- the **transport** by lag ``l``: ``||u_i . dh_T/dh_{T-l}||`` for a fixed random unit
+  vector ``u_i`` per example, averaged over examples: how much of a gradient arriving at
+  the layer's last state its own recurrence carries back ``l`` steps. It is measured in
+  the same pass, on a copy of the batch whose recurrent layers see their inputs as
+  constants, so each layer's transport is its own (not its neighbours'), and it does not
+  depend on the head or the loss. Its square averages to the mean squared singular value
+  of the backward Jacobian product ``J_T ... J_{T-l+1}``, the quantity mean-field theory
+  calls ``chi^l``. A backward (``go_backwards``) row is measured along its own direction
+  of processing; masked steps do not count as lags.
+
+The verdict, ``decay_per_step`` and ``horizon`` come from the transport (rules in
+:mod:`rnngrad.verdicts`), so a last-step, a per-step and a pooled head on the same
+recurrent weights get the same verdict. A row whose profile is zero at every step (the
+loss does not reach it) is reported as "no signal", never as growth.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import warnings
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from typing import Any
 
 import keras
 import numpy as np
 
-from rnngrad.gates import gate_trajectory
-from rnngrad.models import GATES, _cell_kind, recurrent_matrix
-from rnngrad.probes import LossArg, _run_probe, global_gradient_norm
-from rnngrad.profiles import decay_rate, gradient_ratio, horizon
+from rnngrad._engine import ProbeRun, Row, global_norm, run_probe
+from rnngrad._validation import check_float
+from rnngrad.models import GATES, recurrent_matrix
+from rnngrad.probes import LossArg
+from rnngrad.profiles import decay_rate
 from rnngrad.theory import max_singular_value, spectral_radius
+from rnngrad.verdicts import (
+    EXPLODING_RATIO,
+    NO_SIGNAL,
+    VANISHING_RATIO,
+    VERDICTS,
+    transport_verdict,
+)
 
 __all__ = [
     "EXPLODING_RATIO",
+    "NO_SIGNAL",
     "VANISHING_RATIO",
     "VERDICTS",
     "DiagnosisReport",
     "LayerReport",
     "Suggestion",
+    "chapter_links",
     "diagnose",
-    "layer_verdict",
 ]
 
-VANISHING_RATIO = 1e-3
-"""A layer vanishes if its gradient falls below this fraction of the last step's."""
-EXPLODING_RATIO = 1e3
-"""A layer explodes if its gradient grows beyond this multiple of the last step's."""
-VERDICTS = ("healthy", "vanishing", "exploding")
-"""The possible verdicts, from best to worst; the worst layer decides the model's verdict."""
 
-# Chapters that explain each suggestion (document paths in the book).
-_CHAPTERS = {
-    "bptt": ("Backpropagation through time in one page", "book/bptt"),
-    "long": ("Long sequences", "book/long_sequences"),
-    "init": ("Initialization and training", "book/initialization_training"),
-    "gating": ("Gating: LSTM and GRU", "book/gating"),
-    "remedies": ("Remedies", "book/remedies"),
-}
+def chapter_links() -> dict[str, dict[str, str]]:
+    """The book's chapters that suggestions cite: ``{key: {"title", "page"}}``, where
+    ``page`` is the chapter's path on the book's site (data: ``rnngrad/data/chapters.json``)."""
+    text = resources.files("rnngrad").joinpath("data/chapters.json").read_text()
+    return json.loads(text)
 
 
 @dataclass
@@ -66,27 +73,31 @@ class Suggestion:
 
     action: str
     evidence: str
-    chapter: str
-    page: str
+    chapter: str  # the chapter's title
+    page: str  # its path on the book's site, e.g. "book/gating.html"
 
 
 @dataclass
 class LayerReport:
-    """The gradient health of one recurrent layer."""
+    """The gradient health of one recurrent row (a layer, or one direction of one)."""
 
     name: str
-    kind: str  # "SimpleRNN", "LSTM" or "GRU"
+    layer_class: str  # "SimpleRNN", "LSTM", "GRU", "RNN", ...
+    cell: str  # "simple", "lstm", "gru" (Keras's cells or subclasses) or "custom"
+    direction: str  # "forward" or "backward"
     units: int
-    verdict: str
-    decay_per_step: float  # exp(fitted log-slope); < 1 vanishing, > 1 growing
-    horizon: int | None  # steps back until the ratio falls below VANISHING_RATIO
-    max_ratio: float  # largest ||dL/dh_t|| / ||dL/dh_T||
-    first_step_ratio: float  # ||dL/dh_1|| / ||dL/dh_T||
-    non_finite: int  # inf/NaN entries in the profile
-    spectral_radius: dict[str, float]  # per gate block of W_h
-    sigma_max: dict[str, float]  # per gate block of W_h
-    gates: dict[str, float] | None  # mean gate openings (LSTM: i, f, o; GRU: z, r)
-    profile: list[float] = field(repr=False)  # ||dL/dh_t||, t = 1..T
+    verdict: str  # "healthy", "vanishing", "exploding" or "no signal"
+    decay_per_step: float  # exp(fitted log-slope of the transport); < 1 shrinks going back
+    horizon: int | None  # lags until the transport falls below the vanishing ratio
+    max_transport: float  # the largest transport over lags
+    transport: list[float] = field(repr=False)  # by lag 0, 1, ... (1 at lag 0)
+    profile: list[float] = field(repr=False)  # ||dL/dh_t||, t = 1..T, input time
+    first_step_ratio: float | None = None  # profile at its first over its last counted step
+    non_finite: int = 0  # inf/NaN entries in the profile and transport
+    spectral_radius: dict[str, float] = field(default_factory=dict)  # per gate block of W_h
+    sigma_max: dict[str, float] = field(default_factory=dict)
+    sigma_min: dict[str, float] = field(default_factory=dict)
+    gates: dict[str, float] | None = None  # mean gate openings (LSTM: i, f, o; GRU: z, r)
 
 
 @dataclass
@@ -97,12 +108,13 @@ class DiagnosisReport:
     decay_per_step: float  # of the worst layer
     horizon: int | None  # of the worst layer
     sequence_length: int
-    batch_size: int
+    batch_size: int  # examples measured
     loss: str
     global_gradient_norm: float
     non_finite: int
     layers: list[LayerReport]
     suggestions: list[Suggestion]
+    thresholds: dict[str, float]
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,64 +127,42 @@ class DiagnosisReport:
 
     def summary(self) -> str:
         """A readable multi-line text report, as the command line prints it."""
+        rules = self.thresholds
         lines = [
             f"verdict: {self.verdict.upper()}  (T = {self.sequence_length}, "
-            f"batch = {self.batch_size}, loss = {self.loss})",
+            f"examples = {self.batch_size}, loss = {self.loss})",
+            f"rules: vanishing below {rules['vanishing_ratio']:g}, exploding above "
+            f"{rules['exploding_ratio']:g} of the gradient arriving at a layer's last state",
             f"global gradient norm: {self.global_gradient_norm:.3g}",
         ]
         for layer in self.layers:
             horizon = "beyond the sequence" if layer.horizon is None else f"{layer.horizon} steps"
+            first = "n/a" if layer.first_step_ratio is None else f"{layer.first_step_ratio:.3g}"
             lines.append(
-                f"- {layer.name} ({layer.kind}, {layer.units} units): {layer.verdict}; "
-                f"decay per step {layer.decay_per_step:.4g}, horizon {horizon}, "
-                f"first/last step {layer.first_step_ratio:.3g}, max {layer.max_ratio:.3g}"
+                f"- {layer.name} ({layer.layer_class}, {layer.units} units, {layer.direction}): "
+                f"{layer.verdict}; transport x{layer.decay_per_step:.4g} per step, horizon "
+                f"{horizon}; loss gradient first/last step {first}"
             )
-            blocks = ", ".join(
-                f"{gate}: rho {layer.spectral_radius[gate]:.3g} / sigma_max "
-                f"{layer.sigma_max[gate]:.3g}"
-                for gate in layer.spectral_radius
-            )
-            lines.append(f"    W_h {blocks}")
+            if layer.sigma_max:
+                blocks = ", ".join(
+                    f"{gate}: rho {layer.spectral_radius[gate]:.3g} / sigma_max "
+                    f"{layer.sigma_max[gate]:.3g}"
+                    for gate in layer.sigma_max
+                )
+                lines.append(f"    W_h {blocks}")
             if layer.gates:
                 means = ", ".join(f"{g} {v:.3f}" for g, v in layer.gates.items())
                 lines.append(f"    mean gates: {means}")
             if layer.non_finite:
-                lines.append(f"    {layer.non_finite} non-finite gradient norms")
+                lines.append(f"    {layer.non_finite} non-finite gradient values")
         if self.suggestions:
             lines.append("suggestions:")
             for s in self.suggestions:
-                lines.append(f"- {s.action}\n    because {s.evidence}\n    see: {s.chapter}")
+                lines.append(
+                    f"- {s.action}\n    because {s.evidence}\n    see: {s.chapter} ({s.page})"
+                )
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
-
-
-def layer_verdict(profile: np.ndarray) -> str:
-    """The verdict for one layer's profile (||dL/dh_t|| for t = 1..T).
-
-    The rule, relative to the sequence length T: with ``ratio_t = ||dL/dh_t|| /
-    ||dL/dh_T||``,
-
-    - ``"exploding"`` if any norm is inf or NaN, or ``max ratio_t > EXPLODING_RATIO``;
-    - else ``"vanishing"`` if some ``ratio_t < VANISHING_RATIO`` (the horizon is shorter
-      than the sequence);
-    - else ``"healthy"``.
-
-    Examples
-    --------
-    >>> layer_verdict(0.5 ** np.arange(20, -1, -1))
-    'vanishing'
-    >>> layer_verdict(np.ones(50))
-    'healthy'
-    """
-    profile = np.asarray(profile, dtype=np.float64)
-    if not np.all(np.isfinite(profile)):
-        return "exploding"
-    ratio = gradient_ratio(profile)
-    if np.nanmax(ratio) > EXPLODING_RATIO:
-        return "exploding"
-    if np.nanmin(ratio) < VANISHING_RATIO:
-        return "vanishing"
-    return "healthy"
 
 
 def diagnose(
@@ -180,25 +170,36 @@ def diagnose(
     x: Any,
     y: Any = None,
     *,
-    loss: LossArg | None = None,
+    loss: LossArg = None,
+    batch_size: int | None = None,
+    vanishing_ratio: float = VANISHING_RATIO,
+    exploding_ratio: float = EXPLODING_RATIO,
 ) -> DiagnosisReport:
-    """Measure a model's gradient flow on a batch and say what it means.
+    """Measure a model's gradient flow on data and say what it means.
 
     Parameters
     ----------
     model : keras.Model
-        Any model the probe supports (:func:`rnngrad.probes.state_gradient_norms`).
-    x : array-like
-        A representative batch of inputs, ``(B, T, ...)``. Real data is better than
-        noise: saturation, and so the verdict, depends on the inputs.
+        Any model the probe supports (:func:`rnngrad.probes.state_gradient_norms`):
+        stacked, bidirectional, masked, multi-input, with any head.
+    x : array-like, list/dict of arrays, or tf.data.Dataset
+        Representative inputs, as for the probe. Real data is better than noise:
+        saturation, and so the verdict, depends on the inputs.
     y : array-like, optional
         Targets. Without them the loss is ``1/2 ||output||^2`` per example.
-    loss : str or callable, optional
-        As for the probe; default ``"mse"`` when ``y`` is given.
+    loss : None, str, keras.losses.Loss or callable
+        As for the probe: by default the model's compiled loss, else MSE.
+    batch_size : int, optional
+        Measure in batches of at most this many examples.
+    vanishing_ratio, exploding_ratio : float
+        The transport below (above) which a layer is vanishing (exploding); also the
+        horizon's threshold. Defaults :data:`~rnngrad.verdicts.VANISHING_RATIO`,
+        :data:`~rnngrad.verdicts.EXPLODING_RATIO`.
 
     Returns
     -------
     DiagnosisReport
+        Its ``thresholds`` record the values used.
 
     Examples
     --------
@@ -209,167 +210,215 @@ def diagnose(
     >>> report.verdict, report.layers[0].horizon is not None
     ('vanishing', True)
     """
-    if y is not None and loss is None:
-        loss = "mse"
-    with warnings.catch_warnings():  # overflow is reported in the verdict instead
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = _run_probe(model, x, y, loss=loss or "mse", state="h", jit_compile="auto")
-        global_norm = global_gradient_norm(model, x, y, loss=loss or "mse")
-    layers_by_name = {layer.name: layer for layer in model._flatten_layers(include_self=False)}
-    notes: list[str] = []
-    gate_means = _gate_means(model, [layers_by_name[n] for n in result.layer_names], x, notes)
-
-    reports = []
-    for name, norms in zip(result.layer_names, result.norms):
-        layer = layers_by_name[name]
-        reports.append(_layer_report(layer, norms.numpy(), gate_means.get(name)))
-
-    worst = max(reports, key=lambda r: VERDICTS.index(r.verdict))
-    batch, steps = int(np.shape(x)[0]), max(len(r.profile) for r in reports)
+    vanishing_ratio = check_float("vanishing_ratio", vanishing_ratio, positive=True)
+    exploding_ratio = check_float("exploding_ratio", exploding_ratio, positive=True)
+    if not vanishing_ratio < 1 < exploding_ratio:
+        raise ValueError(
+            "vanishing_ratio must be < 1 < exploding_ratio, got "
+            f"{vanishing_ratio} and {exploding_ratio}"
+        )
+    run = run_probe(
+        model, x, y, loss=loss, state="h", batch_size=batch_size, transport=True, gates=True
+    )
+    norm, _ = global_norm(model, x, y, loss=loss, batch_size=batch_size)
+    rules = {"vanishing_ratio": vanishing_ratio, "exploding_ratio": exploding_ratio}
+    reports = _layer_reports(run, rules)
+    with_signal = [r for r in reports if r.verdict != NO_SIGNAL]
+    if with_signal:
+        worst = max(with_signal, key=lambda r: VERDICTS.index(r.verdict))
+        verdict, decay, reach = worst.verdict, worst.decay_per_step, worst.horizon
+    else:
+        verdict, decay, reach = NO_SIGNAL, float("nan"), None
+    notes = []
+    if run.loss.source == "default":
+        notes.append("the model is not compiled, so the loss is MSE; pass loss= to choose")
     report = DiagnosisReport(
-        verdict=worst.verdict,
-        decay_per_step=worst.decay_per_step,
-        horizon=worst.horizon,
-        sequence_length=steps,
-        batch_size=batch,
-        loss=loss if isinstance(loss, str) else ("1/2 ||output||^2" if loss is None else "custom"),
-        global_gradient_norm=global_norm,
+        verdict=verdict,
+        decay_per_step=decay,
+        horizon=reach,
+        sequence_length=max(len(r.profile) for r in reports),
+        batch_size=run.examples,
+        loss=run.loss.describe(),
+        global_gradient_norm=norm,
         non_finite=sum(r.non_finite for r in reports),
         layers=reports,
         suggestions=[],
+        thresholds=rules,
         notes=notes,
     )
-    report.suggestions = _suggestions(report)
+    report.suggestions = _suggestions(report, rules)
     return report
 
 
-def _layer_report(layer: keras.layers.RNN, profile: np.ndarray, gates: dict | None) -> LayerReport:
-    kind = _cell_kind(layer)
-    ratio = gradient_ratio(profile)
-    finite = np.isfinite(ratio)
-    rho, sigma = {}, {}
-    for gate in GATES[kind]:
-        matrix = recurrent_matrix(layer, None if kind == "simple" else gate)
-        rho[gate], sigma[gate] = spectral_radius(matrix), max_singular_value(matrix)
-    rate = decay_rate(profile)
+# --------------------------------------------------------------------------- layers
+
+
+def _layer_reports(run: ProbeRun, rules: dict[str, float]) -> list[LayerReport]:
+    profiles = run.norms()
+    reports = []
+    for row, profile, counts, transport, gates in zip(
+        run.rows, profiles, run.norm_counts, run.transport(), run.gate_means
+    ):
+        counted = profile[: len(counts)][counts > 0]  # steps not masked in every example
+        reports.append(_layer_report(row, counted, profile, transport, gates, rules))
+    return reports
+
+
+def _layer_report(
+    row: Row,
+    counted: np.ndarray,
+    profile: np.ndarray,
+    transport: np.ndarray,
+    gates: dict | None,
+    rules: dict[str, float],
+) -> LayerReport:
+    no_signal = counted.size == 0 or bool(np.all(counted == 0))
+    if no_signal:
+        verdict = NO_SIGNAL
+    else:
+        verdict = transport_verdict(
+            transport,
+            vanishing_ratio=rules["vanishing_ratio"],
+            exploding_ratio=rules["exploding_ratio"],
+        )
+    rate = decay_rate(transport[::-1]) if transport.size > 1 else float("nan")
+    below = np.nonzero(np.isfinite(transport) & (transport < rules["vanishing_ratio"]))[0]
+    last = counted[-1] if counted.size else 0.0
+    rho, sigma, sigma_min = {}, {}, {}
+    if row.family is not None:
+        for gate in GATES[row.family]:
+            matrix = recurrent_matrix(row.layer, None if row.family == "simple" else gate)
+            singular = np.linalg.svd(matrix.astype(np.float64), compute_uv=False)
+            rho[gate] = spectral_radius(matrix)
+            sigma[gate] = max_singular_value(matrix)
+            sigma_min[gate] = float(singular.min())
+    finite = transport[np.isfinite(transport)]
     return LayerReport(
-        name=layer.name,
-        kind=type(layer).__name__,
-        units=int(layer.cell.units),
-        verdict=layer_verdict(profile),
+        name=row.name,
+        layer_class=type(row.layer).__name__,
+        cell=row.family or "custom",
+        direction="backward" if row.backwards else "forward",
+        units=row.units,
+        verdict=verdict,
         decay_per_step=float(math.exp(rate)) if math.isfinite(rate) else float("nan"),
-        horizon=horizon(profile, threshold=VANISHING_RATIO),
-        max_ratio=float(np.nanmax(np.where(finite, ratio, np.inf))),
-        first_step_ratio=float(ratio[0]),
-        non_finite=int(np.count_nonzero(~np.isfinite(profile))),
+        horizon=int(below[0]) if below.size else None,
+        max_transport=float(finite.max()) if finite.size == transport.size else float("inf"),
+        transport=[float(v) for v in transport],
+        profile=[float(v) for v in profile],
+        first_step_ratio=float(counted[0] / last) if last > 0 and np.isfinite(last) else None,
+        non_finite=int(np.count_nonzero(~np.isfinite(counted)))
+        + int(np.count_nonzero(~np.isfinite(transport))),
         spectral_radius=rho,
         sigma_max=sigma,
+        sigma_min=sigma_min,
         gates=gates,
-        profile=[float(v) for v in profile],
     )
 
 
-def _gate_means(
-    model: keras.Model, layers: list[keras.layers.RNN], x: Any, notes: list[str]
-) -> dict[str, dict[str, float]]:
-    """Mean gate openings of the LSTM/GRU layers, from their own weights on this batch."""
-    gated = [layer for layer in layers if _cell_kind(layer) != "simple"]
-    if not gated:
-        return {}
-    try:
-        taps = keras.Model(model.inputs[0], [layer.input for layer in gated])
-        inputs = taps(np.asarray(x), training=False)
-    except Exception as err:  # nested or shared layers: report, do not fail
-        notes.append(f"gate statistics skipped: the layers' inputs are not reachable ({err})")
-        return {}
-    inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-    return {
-        layer.name: _gates_of(layer, keras.ops.convert_to_numpy(sequence))
-        for layer, sequence in zip(gated, inputs)
-    }
+# --------------------------------------------------------------------------- suggestions
 
 
-def _gates_of(layer: keras.layers.RNN, sequence: np.ndarray) -> dict[str, float]:
-    gates = gate_trajectory(layer, sequence)
-    names = ("i", "f", "o") if _cell_kind(layer) == "lstm" else ("z", "r")
-    return {name: float(gates[name].mean()) for name in names}
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
 
 
-def _suggestions(report: DiagnosisReport) -> list[Suggestion]:
+def _suggestions(report: DiagnosisReport, rules: dict[str, float]) -> list[Suggestion]:
+    """What to try, from the measurements: each names its layer and its evidence, none
+    repeats what the model already does, none contradicts another for the same layer."""
+    links = chapter_links()
     found: list[Suggestion] = []
 
     def add(key: str, action: str, evidence: str) -> None:
         if any(s.action == action for s in found):
-            return  # said already, with the evidence of a worse or earlier layer
-        title, page = _CHAPTERS[key]
-        found.append(Suggestion(action=action, evidence=evidence, chapter=title, page=page))
+            return
+        found.append(Suggestion(action, evidence, links[key]["title"], links[key]["page"]))
 
-    ranked = sorted(report.layers, key=lambda r: -VERDICTS.index(r.verdict))
+    ranked = sorted(
+        report.layers,
+        key=lambda r: -VERDICTS.index(r.verdict) if r.verdict in VERDICTS else -len(VERDICTS),
+    )
+    vanishing_ratio = rules["vanishing_ratio"]
     for layer in ranked:
-        where = f"in {layer.name}"
-        sigma = max(layer.sigma_max.values())
-        if layer.non_finite:
+        name = layer.name
+        sigma = max(layer.sigma_max.values()) if layer.sigma_max else None
+        lags = len(layer.transport) - 1
+        if layer.verdict == NO_SIGNAL:
             add(
-                "remedies",
-                "clip the whole gradient (optimizer global_clipnorm) and lower the learning rate",
-                f"{layer.non_finite} of {len(layer.profile)} gradient norms {where} overflow to "
-                "inf/NaN",
+                "diagnose",
+                f"check how {name} is wired to the output",
+                f"the loss gradient is zero at every step of {name} on this data",
             )
         elif layer.verdict == "exploding":
-            add(
-                "remedies",
-                "clip the whole gradient with global_clipnorm, set near the median gradient norm",
-                f"the gradient {where} grows by {layer.max_ratio:.3g}x going back "
-                f"{report.sequence_length - 1} steps "
-                f"(global norm {report.global_gradient_norm:.3g})",
+            growth = (
+                "overflows to inf"
+                if not math.isfinite(layer.max_transport)
+                else f"grows to {layer.max_transport:.3g}x"
             )
-            add(
-                "init",
-                "lower the recurrent gain: an orthogonal recurrent matrix with gain near 1",
-                f"the largest singular value of W_h {where} is {sigma:.3g}; "
-                "above 1 it permits growth",
+            evidence = (
+                f"in {name} the gradient arriving at the last state {growth} within {lags} "
+                f"steps back (x{layer.decay_per_step:.3g} per step; threshold "
+                f"{rules['exploding_ratio']:g})"
             )
-        elif layer.verdict == "vanishing":
-            horizon = f"after {layer.horizon} steps (x{layer.decay_per_step:.3g} per step)"
-            evidence = f"the gradient {where} falls below 1e-3 of its last-step value {horizon}"
-            if layer.kind == "SimpleRNN":
-                add(
-                    "gating",
-                    "use an LSTM or GRU layer, whose gates make the decay learnable",
-                    evidence,
-                )
+            if sigma is not None and sigma > 1.0:
                 add(
                     "init",
-                    "initialize the recurrent matrix orthogonal with gain near 1 (or identity "
-                    "with ReLU)",
-                    f"{evidence}; W_h has sigma_max {sigma:.3g}",
-                )
-            elif layer.kind == "LSTM" and layer.gates and layer.gates["f"] < 0.9:
-                add(
-                    "gating",
-                    "raise the forget-gate bias (Keras unit_forget_bias, or chrono "
-                    "initialization) so the cell state is kept longer",
-                    f"{evidence}; the mean forget gate is {layer.gates['f']:.3f}",
-                )
-            elif layer.kind == "GRU" and layer.gates and layer.gates["z"] < 0.9:
-                add(
-                    "gating",
-                    "bias the update gate towards keeping the state (a positive z bias)",
-                    f"{evidence}; the mean update gate is {layer.gates['z']:.3f}",
-                )
-            else:
-                add(
-                    "long",
-                    "shorten the dependencies the model must learn, or its sequences",
-                    evidence,
+                    f"scale down the recurrent matrix of {name} (e.g. orthogonal with gain 1)",
+                    f"{evidence}; its largest singular value is {sigma:.3g}, above 1",
                 )
             add(
                 "remedies",
-                "do not expect gradient clipping, a larger learning rate or Adam to help: "
-                "they act on the gradient after the long-range terms are lost",
-                evidence,
+                "bound the update with global_clipnorm (set near the median gradient norm) "
+                "if training is unstable; clipping bounds the step, not the growth",
+                f"{evidence}; the global gradient norm is {report.global_gradient_norm:.3g}",
             )
+        elif layer.verdict == "vanishing":
+            evidence = (
+                f"in {name} the gradient arriving at the last state falls below "
+                f"{vanishing_ratio:g} after {layer.horizon} steps (x{layer.decay_per_step:.3g} "
+                "per step)"
+            )
+            _vanishing_suggestions(layer, evidence, lags, vanishing_ratio, add)
     return found
+
+
+def _vanishing_suggestions(layer, evidence, lags, vanishing_ratio, add) -> None:
+    name = layer.name
+    if layer.cell == "simple":
+        add("gating", f"replace {name} by an LSTM or GRU layer", evidence)
+        sigma = layer.sigma_max.get("h")
+        smallest = layer.sigma_min.get("h")
+        orthogonal = sigma is not None and abs(sigma - 1) < 0.05 and abs(smallest - 1) < 0.05
+        if sigma is not None and not orthogonal:
+            add(
+                "init",
+                f"initialize the recurrent matrix of {name} orthogonal with gain 1 (or identity "
+                "with ReLU)",
+                f"{evidence}; its singular values span {smallest:.3g} to {sigma:.3g}",
+            )
+        return
+    keep_name = {"lstm": "f", "gru": "z"}.get(layer.cell)
+    if keep_name and layer.gates and keep_name in layer.gates:
+        keep = layer.gates[keep_name]
+        # The gate path alone keeps keep^l of the gradient: to stay above the ratio over
+        # the sequence needs keep >= ratio^(1 / lags).
+        needed = vanishing_ratio ** (1.0 / max(lags, 1))
+        gate = "forget" if keep_name == "f" else "update"
+        if keep < needed:
+            add(
+                "gating",
+                f"raise the {gate}-gate bias of {name} to about {_logit(needed):.1f} (mean "
+                f"{gate} gate {needed:.3f}), e.g. by chrono initialization",
+                f"{evidence}; its mean {gate} gate is {keep:.3f} (bias about "
+                f"{_logit(min(max(keep, 1e-6), 1 - 1e-6)):.1f}), and keeping {vanishing_ratio:g} "
+                f"of the gradient over {lags} steps needs at least {needed:.3f}",
+            )
+            return
+    add(
+        "long",
+        f"shorten the dependencies {name} must carry (shorter sequences, or a summary of "
+        "the early steps fed later)",
+        evidence,
+    )
 
 
 def _json_safe(value: Any) -> Any:

@@ -19,8 +19,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from rnngrad._engine import cell_family
 from rnngrad._validation import check_array
-from rnngrad.models import _cell_kind
 
 __all__ = ["diagonal_path_profile", "gate_trajectory"]
 
@@ -58,9 +58,12 @@ def gate_trajectory(layer: keras.layers.Layer, x: Any) -> dict[str, np.ndarray]:
     >>> round(float(gates["f"].mean()), 4)  # sigmoid(2): no input, no recurrence
     0.8808
     """
-    kind = _cell_kind(layer)
-    if kind == "simple":
-        raise TypeError("layer must be an LSTM or GRU layer; a SimpleRNN has no gates")
+    kind = cell_family(layer)
+    if kind not in ("lstm", "gru"):
+        raise TypeError(
+            f"layer must run a keras LSTM or GRU cell, got {type(layer).__name__}"
+            + ("; a SimpleRNN has no gates" if kind == "simple" else "")
+        )
     x = check_array("x", x, ndim=3).astype(np.float64)
     cell = layer.cell
     kernel = _numpy(cell.kernel)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
+from rnngrad._engine import cell_family
 from rnngrad._validation import check_choice, check_float, check_int
 
 __all__ = [
@@ -327,7 +328,11 @@ def chrono_biases(length: int, units: int, *, seed: int) -> np.ndarray:
 
 
 def recurrent_layers(model: keras.Model) -> list[keras.layers.RNN]:
-    """The ``SimpleRNN``/``LSTM``/``GRU`` layers of a model, nested models included.
+    """The recurrent (``keras.layers.RNN``) layers of a model, nested models included.
+
+    ``SimpleRNN``, ``LSTM``, ``GRU`` and ``keras.layers.RNN`` with any cell; the two
+    directions of a ``Bidirectional`` layer are its ``forward_layer`` and
+    ``backward_layer``.
 
     Parameters
     ----------
@@ -367,7 +372,11 @@ def recurrent_matrix(layer: keras.layers.Layer, gate: str | None = None) -> np.n
         ``(units, units)``: ``W_h = U_gate.T`` where ``U`` is Keras's
         ``recurrent_kernel``.
     """
-    kind = _cell_kind(layer)
+    kind = cell_family(layer)
+    if kind is None:
+        raise TypeError(
+            f"layer must run a keras SimpleRNN, LSTM or GRU cell, got {type(layer).__name__}"
+        )
     gates = GATES[kind]
     if kind == "simple":
         if gate not in (None, "h"):
@@ -380,19 +389,6 @@ def recurrent_matrix(layer: keras.layers.Layer, gate: str | None = None) -> np.n
     units = layer.cell.units
     kernel = keras.ops.convert_to_numpy(layer.cell.recurrent_kernel)
     return kernel[:, index * units : (index + 1) * units].T
-
-
-def _cell_kind(layer: object) -> str:
-    cell = getattr(layer, "cell", None)
-    if isinstance(cell, keras.layers.SimpleRNNCell):
-        return "simple"
-    if isinstance(cell, keras.layers.LSTMCell):
-        return "lstm"
-    if isinstance(cell, keras.layers.GRUCell):
-        return "gru"
-    raise TypeError(
-        f"layer must be a keras SimpleRNN, LSTM or GRU layer, got {type(layer).__name__}"
-    )
 
 
 def _subseed(seed: int, layer: int, part: int) -> int:

@@ -1,36 +1,44 @@
 """A training-time watchdog for gradient health: :class:`GradientMonitor`.
 
-It is a :class:`~rnngrad.callbacks.GradientHistory` (the global gradient norm and the
-state-gradient profile on a fixed probe batch, every epoch or every N updates) that also
-*acts* on each measurement:
+It is a :class:`~rnngrad.callbacks.GradientHistory` (the global gradient norm, the
+state-gradient profile and each row's transport on a fixed probe batch, every epoch or
+every N updates) that also *acts* on each measurement:
 
 - a **spike**: the global gradient norm exceeds ``spike_factor`` times the running
   median of the earlier measurements (the symptom clipping is for);
-- a **collapsing horizon**: the number of steps the gradient reaches back (see
-  :func:`rnngrad.profiles.horizon`) falls below ``horizon_fraction`` of its value at the
-  first measurement (the network is losing its long-range credit);
-- **non-finite** gradients: inf or NaN anywhere.
+- a **collapsing horizon**: the number of steps the gradient reaches back (the horizon
+  of :func:`rnngrad.diagnosis.diagnose`, read off the transport) falls below
+  ``horizon_fraction`` of its value at the first measurement;
+- **non-finite** gradients: inf or NaN anywhere, in the dtype they are computed in.
 
 Each event is a ``RuntimeWarning`` and an entry in :attr:`GradientMonitor.events`, once
 when its condition starts (not again while it persists); the kinds listed in ``stop_on``
-also stop training (Keras keeps the history so far). The
-norm and the horizon go into the epoch logs, so Keras's ``History`` keeps them.
+also stop training (Keras keeps the history so far). The norm and the horizon go into
+the epoch logs before any other callback reads them (the monitor moves itself to the
+front of the callback list), so ``History``, ``EarlyStopping`` or ``CSVLogger`` see
+them wherever the monitor is listed. Given a ``log_dir``, it also writes each row's
+horizon and decay per step as TensorBoard scalars, and the profiles as an image.
 """
 
 from __future__ import annotations
 
+import inspect
+import io
 import math
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
 from rnngrad._validation import check_float, check_int
 from rnngrad.callbacks import GradientHistory
 from rnngrad.probes import LossArg
-from rnngrad.profiles import horizon
+from rnngrad.profiles import decay_rate
+from rnngrad.verdicts import VANISHING_RATIO
 
 __all__ = ["EVENT_KINDS", "GradientEvent", "GradientMonitor"]
 
@@ -55,25 +63,28 @@ class GradientMonitor(GradientHistory):
     ----------
     x_probe, y_probe, loss, every_n_batches
         As for :class:`~rnngrad.callbacks.GradientHistory`: a fixed probe batch, its
-        targets (or None), the training loss, and how often to measure (every epoch's
-        end by default).
+        targets (or None), the loss (by default the model's compiled loss), and how
+        often to measure (every epoch's end by default).
     spike_factor : float, default 10.0
         A norm above ``spike_factor`` x the running median of the earlier norms is a spike.
     min_history : int, default 3
         Measurements needed before spikes are judged (a median of one is noise).
     horizon_fraction : float, default 0.5
         The horizon collapses when it falls below this fraction of its first value.
-    threshold : float, default 1e-3
-        The ratio to the last step's gradient that counts as vanished, for the horizon.
+    threshold : float, default :data:`rnngrad.verdicts.VANISHING_RATIO`
+        The transport that counts as vanished, for the horizon.
     stop_on : list of str, optional
         Event kinds (``"spike"``, ``"horizon"``, ``"nonfinite"``) that stop training;
         by default none does.
+    log_dir : str or path, optional
+        Write TensorBoard summaries here at every measurement: the global norm, each
+        row's horizon and decay per step, and an image of the profiles.
 
     Attributes
     ----------
     horizons : list of int
-        At each measurement, the shortest horizon over the recurrent layers (the
-        sequence length when the gradient reaches every step).
+        At each measurement, the shortest horizon over the recurrent rows (the sequence
+        length when the gradient reaches every step).
     events : list of GradientEvent
         Everything noticed, in order.
 
@@ -88,18 +99,21 @@ class GradientMonitor(GradientHistory):
     (3, True)
     """
 
+    measures_transport = True
+
     def __init__(
         self,
         x_probe: Any,
         y_probe: Any,
         *,
-        loss: LossArg = "mse",
+        loss: LossArg = None,
         every_n_batches: int | None = None,
         spike_factor: float = 10.0,
         min_history: int = 3,
         horizon_fraction: float = 0.5,
-        threshold: float = 1e-3,
+        threshold: float = VANISHING_RATIO,
         stop_on: Iterable[str] = (),
+        log_dir: str | Path | None = None,
     ) -> None:
         super().__init__(x_probe, y_probe, loss=loss, every_n_batches=every_n_batches)
         self.spike_factor = check_float("spike_factor", spike_factor, positive=True)
@@ -110,33 +124,65 @@ class GradientMonitor(GradientHistory):
         if self.horizon_fraction >= 1:
             raise ValueError(f"horizon_fraction must be < 1, got {horizon_fraction}")
         self.threshold = check_float("threshold", threshold, positive=True)
+        if self.threshold >= 1:
+            raise ValueError(f"threshold must be < 1, got {threshold}")
         if isinstance(stop_on, str):
             stop_on = [stop_on]
         self.stop_on = set(stop_on)
         unknown = self.stop_on - set(EVENT_KINDS)
         if unknown:
             raise ValueError(f"stop_on must name events among {EVENT_KINDS}, got {sorted(unknown)}")
+        if log_dir is not None and not isinstance(log_dir, (str, Path)):
+            raise TypeError(f"log_dir must be a path, got {type(log_dir).__name__}")
+        self.log_dir = None if log_dir is None else str(log_dir)
         self.horizons: list[int] = []
         self.events: list[GradientEvent] = []
         self._active: set[str] = set()  # conditions that hold now: warned once already
+        self._writer = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        """Go first among the callbacks, clear the records and measure step 0."""
+        _move_to_front_of_callback_list(self)
         self.horizons, self.events, self._active = [], [], set()
+        if self.log_dir is not None and self._writer is None:
+            import tensorflow as tf
+
+            self._writer = tf.summary.create_file_writer(self.log_dir)
         super().on_train_begin(logs)
 
+    def on_train_end(self, logs: dict | None = None) -> None:
+        """Flush the TensorBoard summaries."""
+        if self._writer is not None:
+            self._writer.flush()
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Measure (unless just done); write ``grad_norm`` and ``horizon`` into the logs."""
         super().on_epoch_end(epoch, logs)
         if logs is not None and self.horizons:
             logs["horizon"] = float(self.horizons[-1])
 
-    def record(self, step: int, epoch: float, grad_norm: float, profile: np.ndarray) -> None:
+    def record(
+        self,
+        step: int,
+        epoch: float,
+        grad_norm: float,
+        profile: np.ndarray,
+        transport: list[np.ndarray] | None = None,
+    ) -> None:
         """Keep the measurement, then check it for spikes, overflow and a shrinking horizon."""
+        if transport is None:
+            raise ValueError("GradientMonitor.record needs each row's transport")
         earlier = [g for g in self.grad_norms if math.isfinite(g)]
-        super().record(step, epoch, grad_norm, profile)
-        reach = self._shortest_horizon(profile)
+        super().record(step, epoch, grad_norm, profile, transport)
+        reaches = [self._horizon(row) for row in transport]
+        reach = int(min(reaches))
         self.horizons.append(reach)
 
-        finite = math.isfinite(grad_norm) and bool(np.all(np.isfinite(profile[~np.isnan(profile)])))
+        finite = (
+            math.isfinite(grad_norm)
+            and bool(np.all(np.isfinite(profile[~np.isnan(profile)])))
+            and all(np.all(np.isfinite(row)) for row in transport)
+        )
         median = float(np.median(earlier)) if len(earlier) >= self.min_history else math.inf
         first = self.horizons[0]
         checks = {
@@ -159,14 +205,16 @@ class GradientMonitor(GradientHistory):
                 self._active.add(kind)
             else:
                 self._active.discard(kind)
+        if self._writer is not None:
+            self._summaries(step, grad_norm, profile, transport, reaches)
 
-    def _shortest_horizon(self, profile: np.ndarray) -> int:
-        reaches = []
-        for row in np.atleast_2d(profile):
-            row = row[~np.isnan(row)]  # shorter layers are padded with NaN at the end
-            found = horizon(row, threshold=self.threshold) if np.all(np.isfinite(row)) else 0
-            reaches.append(len(row) if found is None else found)
-        return int(min(reaches))
+    def _horizon(self, transport: np.ndarray) -> int:
+        """Lags until the transport falls below the threshold (0 if it overflowed; the
+        number of lags measured if it never falls)."""
+        if not np.all(np.isfinite(transport)):
+            return 0
+        below = np.nonzero(transport < self.threshold)[0]
+        return int(below[0]) if below.size else len(transport)
 
     def _event(self, kind: str, step: int, epoch: float, message: str) -> None:
         self.events.append(GradientEvent(kind=kind, step=step, epoch=epoch, message=message))
@@ -179,3 +227,70 @@ class GradientMonitor(GradientHistory):
         )
         if stopping:
             self.model.stop_training = True
+
+    def _summaries(self, step, grad_norm, profile, transport, reaches) -> None:
+        import tensorflow as tf
+
+        names = self.row_names or [f"row_{i}" for i in range(len(transport))]
+        with self._writer.as_default(step=step):
+            tf.summary.scalar("gradients/global_norm", grad_norm)
+            for name, row, reach in zip(names, transport, reaches):
+                tag = _tag(name)
+                rate = decay_rate(row[::-1]) if len(row) > 1 else float("nan")
+                tf.summary.scalar(f"gradients/{tag}/horizon", reach)
+                tf.summary.scalar(f"gradients/{tag}/decay_per_step", math.exp(rate))
+            tf.summary.image("gradients/profiles", _profile_image(names, profile, transport))
+
+
+def _tag(name: str) -> str:
+    """A TensorBoard tag from a row name: "bi (forward)" -> "bi_forward"."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_")
+
+
+def _profile_image(names, profile, transport) -> Any:
+    """The profiles and transports as a (1, H, W, 4) uint8 image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import tensorflow as tf
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 6), layout="constrained")
+    for name, row in zip(names, profile):
+        top.semilogy(np.arange(1, len(row) + 1), row, label=name)
+    top.set_xlabel("step t")
+    top.set_ylabel("||dL/dh_t||")
+    top.legend(fontsize=8)
+    for name, row in zip(names, transport):
+        bottom.semilogy(np.arange(len(row)), row, label=name)
+    bottom.set_xlabel("steps back from the last state")
+    bottom.set_ylabel("transport")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    return tf.image.decode_png(buffer.getvalue(), channels=4)[None]
+
+
+def _move_to_front_of_callback_list(callback: keras.callbacks.Callback) -> None:
+    """Move ``callback`` to the front of the Keras ``CallbackList`` running it, so the
+    keys it writes into the epoch logs reach every other callback.
+
+    Keras hands every callback the same logs dictionary, in list order, and offers no
+    hook that runs before all of them; the list is found in the calling frames. Moving
+    the current element to the front while Keras iterates over the list skips and
+    repeats nothing (the elements before it shift by one, behind the iterator).
+    """
+    frame = inspect.currentframe()
+    try:
+        for _ in range(8):
+            frame = frame.f_back if frame is not None else None
+            if frame is None:
+                return
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, keras.callbacks.CallbackList):
+                if callback in owner.callbacks and owner.callbacks[0] is not callback:
+                    owner.callbacks.remove(callback)
+                    owner.callbacks.insert(0, callback)
+                return
+    finally:
+        del frame

@@ -27,18 +27,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from rnngrad._engine import check_inputs, check_targets, resolve_loss
 from rnngrad._seed import seed_everything
 from rnngrad._validation import check_float, check_int
 from rnngrad.clipping import tf_variables
 from rnngrad.models import recurrent_layers
-from rnngrad.probes import (
-    LOSSES,
-    LossArg,
-    _check_inputs,
-    _check_targets,
-    _per_example_loss,
-    state_gradients,
-)
+from rnngrad.probes import LossArg, state_gradients
 from rnngrad.training import TrainResult, check_fit_arguments, make_optimizer
 
 __all__ = ["omega", "omega_gradients", "omega_ratios", "train_with_omega"]
@@ -127,11 +121,11 @@ def _inputs_states_deltas(parts: _OmegaParts, x, y, loss):
 
 
 def _check_loss(loss: Any) -> None:
-    if isinstance(loss, str):
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES} or a callable, got {loss!r}")
-    elif not callable(loss):
-        raise TypeError(f"loss must be one of {LOSSES} or a callable, got {type(loss).__name__}")
+    if loss is not None and not isinstance(loss, str) and not callable(loss):
+        raise TypeError(
+            "loss must be None, a Keras loss name, a keras.losses.Loss or a callable, "
+            f"got {type(loss).__name__}"
+        )
 
 
 def omega_ratios(
@@ -309,6 +303,7 @@ def train_with_omega(
     sources = tf_variables(variables)
     built.build(variables)  # create the optimizer's slots outside the compiled step
     cell = parts.layer.cell
+    spec = resolve_loss(model, loss, has_targets=True)
 
     @tf.function(reduce_retracing=True)
     def step(xb, yb, deltas):
@@ -317,7 +312,7 @@ def train_with_omega(
         states = tf.stop_gradient(parts.run(inputs, training=False))
         inputs, deltas = tf.cast(inputs, states.dtype), tf.cast(deltas, states.dtype)
         with tf.GradientTape() as tape:
-            value = tf.reduce_mean(_per_example_loss(loss, model, yb, model(xb, training=True)))
+            value = tf.reduce_mean(spec.per_example(yb, model(xb, training=True)))
             penalty = _omega_value(*_omega_terms(cell, inputs, states, deltas))
             total = value + strength * penalty
         grads = tape.gradient(total, sources, unconnected_gradients="zero")
@@ -334,8 +329,8 @@ def train_with_omega(
         losses, penalties = [], []
         for batch, first in enumerate(range(0, len(x), batch_size)):
             index = order[first : first + batch_size]
-            xb = _check_inputs(model, x[index])
-            yb = _check_targets(model, xb, y[index], loss)
+            xb = check_inputs(model, x[index])
+            yb = check_targets(model, xb, y[index], spec)
             deltas = state_gradients(model, xb, yb, loss=loss)[parts.index]  # (B, T, H)
             value, penalty = step(xb, yb, tf.constant(deltas))
             losses.append(float(value))

@@ -22,9 +22,10 @@ from typing import Any
 import keras
 import numpy as np
 
+from rnngrad._engine import probed_layers
 from rnngrad._validation import check_int
 from rnngrad.clipping import optimizer_update, weight_gradients
-from rnngrad.probes import LossArg, _supported_recurrent_layers
+from rnngrad.probes import LossArg
 
 __all__ = ["chunk_bounds", "cut_gradients", "long_range_share", "truncated_model", "update_share"]
 
@@ -130,7 +131,7 @@ def truncated_model(model: keras.Model, truncation: int, *, length: int) -> kera
         raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
     truncation = check_int("truncation", truncation, minimum=1)
     length = check_int("length", length, minimum=1)
-    _supported_recurrent_layers(model, "h")  # no Bidirectional, masking, stateful, ...
+    probed_layers(model, "h")  # no stateful layer or layer overriding call
     if not model.inputs or len(model.inputs) != 1:
         raise ValueError(f"model {model.name!r} must have exactly one input")
     before, recurrent, after = _chain(model)

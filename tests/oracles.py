@@ -8,6 +8,8 @@ GradientTape and asks for the gradient with respect to every intermediate state 
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -43,54 +45,105 @@ def numpy_simple_rnn_bptt(x, kernel, recurrent, bias, dense_w, dense_b, y, *, se
 
 
 def unrolled_state_gradients(layers, x, y, per_example_loss, *, state="h"):
-    """Run a chain of layers, recurrent ones step by step with their stock cells.
+    """Run a chain of layers, recurrent ones step by step with their own cells.
 
-    Returns one (B, T, width) array per recurrent layer: the gradient of the summed
+    Handles ``Masking``/``Embedding(mask_zero=True)`` masks, ``go_backwards`` layers and
+    ``Bidirectional`` wrappers (forward then backward row, backward rows in input time).
+    Returns one (B, T, width) array per recurrent row: the gradient of the summed
     per-example losses with respect to each h_t (and/or c_t), from one tape.
     """
     x = tf.convert_to_tensor(x)
-    watched = []
+    watched, backwards = [], []
     with tf.GradientTape() as tape:
-        out = x
+        out, mask = x, None
         for layer in layers:
-            if isinstance(layer, keras.layers.RNN):
-                out, tensors, _ = unroll(layer, out, tape, state)
+            if isinstance(layer, keras.layers.Masking):
+                mask = tf.reduce_any(tf.not_equal(out, layer.mask_value), axis=-1)
+                out = out * tf.cast(mask[..., None], out.dtype)
+            elif isinstance(layer, keras.layers.Embedding):
+                mask = tf.not_equal(out, 0) if layer.mask_zero else None
+                out = layer(out)
+            elif isinstance(layer, keras.layers.Bidirectional):
+                out = bidirectional(layer, out, tape, state, mask, watched, backwards)
+                mask = mask if layer.return_sequences else None
+            elif isinstance(layer, keras.layers.RNN):
+                out, tensors, _ = unroll(layer, out, tape, state, mask=mask)
                 watched.append(tensors)
+                backwards.append(layer.go_backwards)
+                mask = mask if layer.return_sequences else None
             else:
                 out = layer(out, training=False)
         total = tf.reduce_sum(per_example_loss(y, out))
     grads = tape.gradient(total, watched, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     result = []
-    for per_layer in grads:
+    for per_layer, is_backward in zip(grads, backwards):
         columns = [tf.stack(g, axis=1) for g in per_layer]  # (B, T, units) each
-        result.append(tf.concat(columns, axis=-1).numpy())
+        array = tf.concat(columns, axis=-1).numpy()
+        result.append(array[:, ::-1] if is_backward else array)  # input time
     return result
 
 
-def unroll(layer, sequence, tape, state="h", initial_state=None):
-    """One recurrent layer, its stock cell called step by step; every state is watched.
+def bidirectional(wrapper, sequence, tape, state, mask, watched, backwards):
+    """A Bidirectional layer from its two layers' cells, merged as Keras merges them."""
+    y, fwd, _ = unroll(wrapper.forward_layer, sequence, tape, state, mask=mask)
+    y_rev, bwd, _ = unroll(wrapper.backward_layer, sequence, tape, state, mask=mask)
+    watched += [fwd, bwd]
+    backwards += [False, True]
+    if wrapper.return_sequences:
+        y_rev = tf.reverse(y_rev, [1])
+    merge = wrapper.merge_mode
+    if merge == "concat":
+        return tf.concat([y, y_rev], axis=-1)
+    if merge == "sum":
+        return y + y_rev
+    if merge == "ave":
+        return (y + y_rev) / 2
+    if merge == "mul":
+        return y * y_rev
+    raise ValueError(f"merge mode {merge!r} not in the oracle")
 
-    Returns the layer's output, the watched tensors ([hs], [cs] or [hs, cs]) and the
-    final states.
+
+def unroll(layer, sequence, tape, state="h", initial_state=None, mask=None):
+    """One recurrent layer, its own cell called step by step; every state is watched.
+
+    Masked steps carry the states and repeat the previous output (Keras's semantics);
+    a ``go_backwards`` layer runs over the reversed sequence and returns its outputs in
+    processing order, as Keras does. Returns the layer's output, the watched tensors
+    ([hs], [cs] or [hs, cs], in processing order) and the final states.
     """
     cell = layer.cell
     batch = sequence.shape[0]
-    n_states = 2 if isinstance(cell, keras.layers.LSTMCell) else 1
+    sizes = tf.nest.flatten(cell.state_size)
     if initial_state is None:
-        states = [tf.zeros((batch, cell.units), cell.compute_dtype) for _ in range(n_states)]
+        states = [tf.zeros((batch, s), cell.compute_dtype) for s in sizes]
     else:
         states = list(initial_state)
-    hs, cs = [], []
-    for t in range(sequence.shape[1]):
-        h, states = cell(sequence[:, t], states, training=False)
-        states = list(states) if isinstance(states, (list, tuple)) else [states]
+    steps = list(range(sequence.shape[1]))
+    if layer.go_backwards:
+        steps = steps[::-1]
+    hs, cs, outputs = [], [], []
+    previous = tf.zeros_like(states[0])
+    takes_training = "training" in inspect.signature(cell.call).parameters
+    kwargs = {"training": False} if takes_training else {}
+    for t in steps:
+        h, new = cell(sequence[:, t], list(states), **kwargs)
+        new = list(new) if isinstance(new, (list, tuple)) else [new]
+        if mask is not None:
+            m = mask[:, t : t + 1]
+            new = [tf.where(m, n, s) for n, s in zip(new, states)]
+            h = new[0]
         tape.watch(h)
+        new[0] = h  # the watched tensor is the one carried forward
         hs.append(h)
-        if n_states == 2:
-            tape.watch(states[1])
-            cs.append(states[1])
-        states[0] = h  # the watched tensor is the one carried forward
-    outputs = tf.stack(hs, axis=1) if layer.return_sequences else hs[-1]
+        if len(new) == 2:
+            tape.watch(new[1])
+            cs.append(new[1])
+        out = h if mask is None else tf.where(mask[:, t : t + 1], h, previous)
+        previous = out
+        outputs.append(out)
+        states = new
+    last = outputs[-1]
+    outputs = tf.stack(outputs, axis=1) if layer.return_sequences else last
     tensors = {"h": [hs], "c": [cs], "all": [hs, cs] if cs else [hs]}[state]
     return outputs, tensors, states
 
@@ -113,6 +166,32 @@ def chain(model):
     return layers
 
 
-def relative_error(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+def keras_per_example(loss):
+    """Example i's loss from a Keras loss object: its unreduced values, averaged per example."""
+
+    def per_example(y, out):
+        values = loss.call(tf.cast(y, loss.dtype), tf.cast(out, loss.dtype))
+        axes = list(range(1, len(values.shape)))
+        return tf.reduce_mean(values, axis=axes) if axes else values
+
+    return per_example
+
+
+def transport_oracle(layer, sequence, width=None, initial_state=None, mask=None):
+    """||u_i . dh_T/dh_t|| per example and step, in input time, for the probe's u.
+
+    u_i is row i of N(0, 1) draws from ``np.random.default_rng(7919)`` with ``width``
+    columns (the widest recurrent layer of the model; default this layer's units), the
+    first ``units`` of them, normalized.
+    """
+    sequence = tf.convert_to_tensor(sequence)
+    units = layer.cell.units
+    draws = np.random.default_rng(7919).standard_normal((sequence.shape[0], width or units))
+    u = tf.constant(draws.astype("float32")[:, :units])
+    u = u / tf.norm(u, axis=-1, keepdims=True)
+    with tf.GradientTape() as tape:
+        _, tensors, final = unroll(layer, sequence, tape, "h", initial_state, mask)
+        total = tf.reduce_sum(tf.cast(final[0], tf.float32) * u)
+    grads = tape.gradient(total, tensors[0])
+    norms = np.linalg.norm(np.stack([g.numpy() for g in grads], axis=1), axis=-1)
+    return norms[:, ::-1] if layer.go_backwards else norms

@@ -1,0 +1,1024 @@
+"""The probe's engine, shared by the modules that run a user's model (private).
+
+One place for what several modules need, so none imports another's private names:
+
+- :func:`cell_family`: which cell a recurrent layer runs (the one vocabulary:
+  ``"simple"``, ``"lstm"``, ``"gru"``);
+- :class:`LossSpec` and :func:`resolve_loss`: the loss the probe differentiates (the
+  model's compiled loss by default), per example and with Keras's own reduction;
+- :func:`prepare_batches`: a user's ``x``/``y`` (arrays, lists or dicts of arrays, a
+  ``tf.data.Dataset``) checked once and cut into batches;
+- :func:`run_probe`: the compiled one-pass probe with its forward self-check, over every
+  batch, accumulated into a :class:`ProbeRun`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import weakref
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from rnngrad._replay import LayerCall, Recorder, patched_layers, replay_kind
+from rnngrad._validation import check_choice, check_int
+
+__all__ = [
+    "LOSS_NAMES",
+    "STATES",
+    "Batch",
+    "LossSpec",
+    "ProbeRun",
+    "Row",
+    "cell_family",
+    "check_inputs",
+    "check_model",
+    "check_targets",
+    "global_norm",
+    "prepare_batches",
+    "probed_layers",
+    "resolve_loss",
+    "run_probe",
+    "transport_directions",
+]
+
+LOSS_NAMES = (
+    "mse",
+    "sparse_categorical_crossentropy",
+    "categorical_crossentropy",
+    "binary_crossentropy",
+)
+"""The loss names the book uses; any name ``keras.losses.get`` knows also works."""
+
+STATES = ("h", "c", "all")
+
+# The forward self-check: the replay must reproduce the model within this relative error.
+SELF_CHECK_TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def cell_family(layer: Any) -> str | None:
+    """``"simple"``, ``"lstm"`` or ``"gru"`` for a layer (or cell) running a Keras
+    ``SimpleRNNCell``, ``LSTMCell`` or ``GRUCell`` or a subclass of one; None otherwise.
+
+    The family names the weights' layout (gate blocks of the recurrent kernel); whether
+    the probe replays the stock equations or runs the cell's own ``call`` is decided by
+    the exact type (:func:`rnngrad._replay.replay_kind`).
+    """
+    cell = layer if isinstance(layer, keras.layers.Layer) and not hasattr(layer, "cell") else None
+    cell = getattr(layer, "cell", cell)
+    if isinstance(cell, keras.layers.SimpleRNNCell):
+        return "simple"
+    if isinstance(cell, keras.layers.LSTMCell):
+        return "lstm"
+    if isinstance(cell, keras.layers.GRUCell):
+        return "gru"
+    return None
+
+
+_STOCK_CALLS = {
+    klass.__dict__[name]
+    for klass in (keras.layers.RNN, keras.layers.SimpleRNN, keras.layers.LSTM, keras.layers.GRU)
+    for name in ("call", "inner_loop")
+    if name in klass.__dict__
+}
+
+
+@dataclass
+class Row:
+    """One row of the probe's result: a recurrent layer call, or one direction of a
+    ``Bidirectional`` layer."""
+
+    name: str  # "lstm_1", "bidirectional (forward)", "bidirectional (backward)"
+    layer: keras.layers.RNN
+    kind: str  # how it was replayed: "simple", "lstm", "gru" or "cell" (its own call)
+    family: str | None  # cell_family(layer)
+    backwards: bool  # processes the sequence from its last step to its first
+    units: int
+
+
+def probed_layers(model: keras.Model, state: str) -> tuple[list, list, dict]:
+    """The model's recurrent layers the probe will replay, the ``Bidirectional``
+    wrappers among their owners, and a display name per layer; or a ValueError naming
+    the first layer the probe cannot reproduce exactly."""
+    everything = [model, *model._flatten_layers(include_self=False, recursive=True)]
+    wrappers = [layer for layer in everything if isinstance(layer, keras.layers.Bidirectional)]
+    names = {}
+    for wrapper in wrappers:
+        names[id(wrapper.forward_layer)] = f"{wrapper.name} (forward)"
+        names[id(wrapper.backward_layer)] = f"{wrapper.name} (backward)"
+    layers = [layer for layer in everything if isinstance(layer, keras.layers.RNN)]
+    if not layers:
+        raise ValueError(f"model {model.name!r} has no recurrent (keras.layers.RNN) layer to probe")
+    for layer in layers:
+        names.setdefault(id(layer), layer.name)
+        label = f"layer {names[id(layer)]!r} ({type(layer).__name__})"
+        if layer.stateful:
+            raise ValueError(
+                f"{label} is stateful; the probe does not support stateful layers (rebuild "
+                "the model with stateful=False and the same weights to probe it)"
+            )
+        for method in ("call", "inner_loop"):
+            if getattr(type(layer), method) not in _STOCK_CALLS:
+                raise ValueError(
+                    f"{label} overrides {method}(); the probe replays Keras's own RNN loop "
+                    "and cannot reproduce a layer that changes it"
+                )
+        if state == "c" and replay_kind(layer) != "lstm":
+            raise ValueError(
+                f"state='c' needs a stock LSTM cell state, but {label} runs "
+                f"{type(layer.cell).__name__}"
+            )
+    return layers, wrappers, names
+
+
+def check_model(model: Any) -> keras.Model:
+    """A built Keras model with one output, or a TypeError/ValueError saying why not."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
+    if not model.built:
+        raise ValueError(
+            f"model {model.name!r} is not built (it has no weights yet); call it on a batch "
+            "or start it with keras.Input(...)"
+        )
+    outputs = _model_outputs(model)
+    if outputs is not None and len(outputs) != 1:
+        raise ValueError(
+            f"model {model.name!r} has {len(outputs)} outputs; the probe needs one "
+            "(probe keras.Model(model.inputs, model.outputs[i]) for output i)"
+        )
+    return model
+
+
+def _model_outputs(model: keras.Model) -> list | None:
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    return list(outputs) if outputs else None
+
+
+def _model_inputs(model: keras.Model) -> list | None:
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    return list(inputs) if inputs else None
+
+
+# --------------------------------------------------------------------------- losses
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """The loss the probe differentiates, with where it came from."""
+
+    label: str  # e.g. "sparse_categorical_crossentropy (from_logits=True)"
+    source: str  # "compiled", "given", "default" (not compiled: MSE) or "no targets"
+    loss: keras.losses.Loss | Callable | None  # None: 1/2 ||output||^2 per example
+    sparse: bool  # targets are class ids
+    key: Hashable
+
+    def describe(self) -> str:
+        """The label and where it came from, for reports."""
+        where = {
+            "compiled": "the model's compiled loss",
+            "given": "as given",
+            "default": "the model is not compiled, so MSE",
+            "no targets": "no targets were given",
+        }[self.source]
+        return f"{self.label} ({where})"
+
+    def per_example(self, y: tf.Tensor | None, y_pred: tf.Tensor) -> tf.Tensor:
+        """Example i's own loss L_i, shape (B,): the mean of Keras's unreduced loss over
+        the example's non-batch entries (its unmasked steps for a masked sequence)."""
+        mask = getattr(y_pred, "_keras_mask", None)
+        if self.loss is None:
+            values = 0.5 * tf.reduce_sum(tf.square(tf.cast(y_pred, _loss_dtype(y_pred))), axis=-1)
+        else:
+            values = _unreduced(self.loss, y, y_pred)
+            if values.shape.rank == 0:
+                raise ValueError(
+                    f"loss {self.label} returns a scalar; the probe needs one value per "
+                    "example, shape (B,) or (B, T)"
+                )
+            if mask is None:
+                mask = getattr(values, "_keras_mask", None)
+        values = tf.cast(values, _loss_dtype(y_pred))
+        if values.shape.rank == 1:
+            return values
+        axes = list(range(1, values.shape.rank))
+        if mask is None or mask.shape.rank != values.shape.rank:
+            return tf.reduce_mean(values, axis=axes)
+        weight = tf.cast(mask, values.dtype)
+        return tf.math.divide_no_nan(
+            tf.reduce_sum(values * weight, axis=axes), tf.reduce_sum(weight, axis=axes)
+        )
+
+    def batch_loss(self, y: tf.Tensor | None, y_pred: tf.Tensor) -> tf.Tensor:
+        """The scalar loss as Keras reduces it (masks and the loss's own reduction)."""
+        if self.loss is None:
+            return tf.reduce_mean(self.per_example(y, y_pred))
+        if isinstance(self.loss, keras.losses.Loss):
+            return self.loss(y, y_pred)
+        # A function: Keras wraps it with the "sum_over_batch_size" reduction, which with a
+        # mask is the mean over the unmasked entries.
+        values = _unreduced(self.loss, y, y_pred)
+        mask = getattr(y_pred, "_keras_mask", None)
+        if mask is None or mask.shape.rank != values.shape.rank:
+            return tf.reduce_mean(values)
+        weight = tf.cast(mask, values.dtype)
+        return tf.math.divide_no_nan(tf.reduce_sum(values * weight), tf.reduce_sum(weight))
+
+
+def _loss_dtype(y_pred: tf.Tensor) -> tf.DType:
+    return tf.float64 if y_pred.dtype == tf.float64 else tf.float32
+
+
+def _unreduced(loss: Any, y: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    """Keras's per-entry loss values, converted as ``Loss.__call__`` converts them."""
+    if isinstance(loss, keras.losses.Loss):
+        dtype = loss.dtype
+    else:  # Keras wraps a function in a float32 Loss; float64 models keep their precision
+        dtype = "float64" if y_pred.dtype == tf.float64 else keras.backend.floatx()
+    values = loss.call if isinstance(loss, keras.losses.Loss) else loss
+    return tf.convert_to_tensor(values(tf.cast(y, dtype), tf.cast(y_pred, dtype)))
+
+
+def resolve_loss(model: keras.Model, loss: Any, *, has_targets: bool) -> LossSpec:
+    """The loss to differentiate: ``loss`` if given, else the model's compiled loss,
+    else MSE; without targets, ``1/2 ||output||^2``."""
+    if not has_targets:
+        return LossSpec("1/2 ||output||^2", "no targets", None, False, "no targets")
+    source = "given"
+    if loss is None:
+        compiled = getattr(model, "loss", None) if getattr(model, "compiled", False) else None
+        if compiled is None:
+            return _spec("mse", "default")
+        if isinstance(compiled, (list, tuple, dict)):
+            raise ValueError(
+                f"model {model.name!r} was compiled with one loss per output ({compiled!r}); "
+                "the probe needs a model with one output and one loss"
+            )
+        loss, source = compiled, "compiled"
+    return _spec(loss, source)
+
+
+def _spec(loss: Any, source: str) -> LossSpec:
+    if isinstance(loss, str):
+        if loss.lower() in ("crossentropy", "ce"):
+            raise ValueError(
+                f"loss {loss!r} leaves Keras to pick a cross-entropy from the targets; pass "
+                "the one you mean, e.g. 'sparse_categorical_crossentropy'"
+            )
+        function = keras.losses.get(loss) if _known_loss_name(loss) else None
+        if function is None:
+            raise ValueError(
+                f"loss must be a Keras loss name (e.g. {', '.join(map(repr, LOSS_NAMES))}), a "
+                f"keras.losses.Loss or a callable (y_true, y_pred) -> (B,); got {loss!r}"
+            )
+        obj = function if isinstance(function, keras.losses.Loss) else None
+        name = loss if obj is None else type(obj).__name__
+        sparse = "sparse" in (loss.lower() if obj is None else type(obj).__name__.lower())
+        label = name if obj is None else _describe_loss_object(obj)
+        return LossSpec(label, source, function, sparse, ("name", loss))
+    if isinstance(loss, keras.losses.Loss):
+        label = _describe_loss_object(loss)
+        sparse = "sparse" in type(loss).__name__.lower() or "sparse" in getattr(
+            getattr(loss, "fn", None), "__name__", ""
+        )
+        try:
+            key = ("object", json.dumps(keras.losses.serialize(loss), sort_keys=True, default=str))
+        except Exception:
+            key = ("id", id(loss))
+        return LossSpec(label, source, loss, sparse, key)
+    if callable(loss):
+        name = getattr(loss, "__name__", type(loss).__name__)
+        return LossSpec(name, source, loss, "sparse" in name.lower(), ("id", id(loss), loss))
+    raise TypeError(
+        "loss must be None (the model's compiled loss), a Keras loss name, a "
+        f"keras.losses.Loss or a callable (y_true, y_pred) -> (B,); got {type(loss).__name__}"
+    )
+
+
+def _known_loss_name(name: str) -> bool:
+    try:
+        return keras.losses.get(name) is not None
+    except (ValueError, TypeError):
+        return False
+
+
+def _describe_loss_object(loss: keras.losses.Loss) -> str:
+    name = getattr(getattr(loss, "fn", None), "__name__", None) or type(loss).__name__
+    config = loss.get_config() if hasattr(loss, "get_config") else {}
+    from_logits = config.get("from_logits")
+    return name if from_logits is None else f"{name} (from_logits={from_logits})"
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class Batch:
+    """One checked batch: ``x`` as the model takes it, ``y`` or None, its size."""
+
+    x: Any
+    y: tf.Tensor | None
+    size: int
+
+
+def prepare_batches(
+    model: keras.Model,
+    x: Any,
+    y: Any,
+    spec_for: Callable[[bool], LossSpec],
+    *,
+    batch_size: int | None = None,
+) -> tuple[LossSpec, Iterator[Batch]]:
+    """Check ``x``/``y`` against the model and the loss; yield batches.
+
+    ``x`` may be an array, a list/tuple/dict of arrays (one per model input) or a
+    ``tf.data.Dataset`` of ``(x, y)`` or ``x`` batches (then ``y`` must be None).
+    ``spec_for(has_targets)`` gives the loss once it is known whether there are targets.
+    """
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+    if isinstance(x, tf.data.Dataset):
+        if y is not None:
+            raise TypeError("y must be None when x is a tf.data.Dataset (its elements hold y)")
+        return _dataset_batches(model, x, spec_for, batch_size)
+    xs = check_inputs(model, x)
+    spec = spec_for(y is not None)
+    ys = None if y is None else check_targets(model, xs, y, spec)
+    size = _batch_size(xs)
+    step = batch_size or size
+
+    def batches() -> Iterator[Batch]:
+        for start in range(0, size, step):
+            part = slice(start, min(start + step, size))
+            yield Batch(
+                tf.nest.map_structure(lambda a, p=part: a[p], xs),
+                None if ys is None else ys[part],
+                part.stop - part.start,
+            )
+
+    return spec, batches()
+
+
+def _dataset_batches(model, dataset, spec_for, batch_size):
+    iterator = iter(dataset)
+    try:
+        first = next(iterator)
+    except StopIteration:
+        raise ValueError("x is an empty tf.data.Dataset") from None
+    has_targets = isinstance(first, tuple) and len(first) in (2, 3)
+    spec = spec_for(has_targets)
+
+    def split(element):
+        if has_targets:
+            if not isinstance(element, tuple) or len(element) not in (2, 3):
+                raise ValueError("every element of the dataset must be (x, y) like the first")
+            return element[0], element[1]
+        return element, None
+
+    def batches() -> Iterator[Batch]:
+        for element in _chain_first(first, iterator):
+            xb, yb = split(element)
+            xb = check_inputs(model, tf.nest.map_structure(_numpy, xb))
+            yb = None if yb is None else check_targets(model, xb, _numpy(yb), spec)
+            size = _batch_size(xb)
+            step = batch_size or size
+            for start in range(0, size, step):
+                part = slice(start, min(start + step, size))
+                yield Batch(
+                    tf.nest.map_structure(lambda a, p=part: a[p], xb),
+                    None if yb is None else yb[part],
+                    part.stop - part.start,
+                )
+
+    return spec, batches()
+
+
+def _chain_first(first, rest):
+    yield first
+    yield from rest
+
+
+def _numpy(value: Any) -> Any:
+    return value.numpy() if hasattr(value, "numpy") else value
+
+
+def _batch_size(xs: Any) -> int:
+    return int(tf.nest.flatten(xs)[0].shape[0])
+
+
+def check_inputs(model: keras.Model, x: Any) -> Any:
+    """``x`` as the model takes it (an array, or a list of arrays for a multi-input
+    model), in the inputs' dtypes; a TypeError/ValueError naming what is wrong."""
+    specs = _model_inputs(model)
+    if specs is not None and len(specs) > 1:
+        arrays = _match_inputs(model, x, specs)
+    else:
+        if isinstance(x, dict) and specs is not None and len(x) == 1:
+            x = next(iter(x.values()))
+        elif isinstance(x, (list, tuple)) and len(x) == 1 and not _is_numeric_list(x):
+            x = x[0]
+        arrays = [_check_one("x", x, None if specs is None else specs[0], model)]
+    sizes = {a.shape[0] for a in arrays}
+    if len(sizes) != 1:
+        raise ValueError(f"x's arrays must all have the same number of examples, got {sizes}")
+    return arrays if specs is not None and len(specs) > 1 else arrays[0]
+
+
+def _is_numeric_list(x: Any) -> bool:
+    return not isinstance(x[0], (np.ndarray, list, tuple, dict)) and not hasattr(x[0], "shape")
+
+
+def _match_inputs(model: keras.Model, x: Any, specs: list) -> list[np.ndarray]:
+    names = [getattr(s, "name", None) or f"input_{i}" for i, s in enumerate(specs)]
+    # Keras names an Input's tensor after its layer; dict keys name the Input layers.
+    layer_names = [layer.name for layer in getattr(model, "_input_layers", [])] or names
+    if isinstance(x, dict):
+        missing = [n for n in layer_names if n not in x]
+        if missing:
+            raise ValueError(
+                f"x must have a key for every input of model {model.name!r} "
+                f"({', '.join(layer_names)}); missing {', '.join(missing)}"
+            )
+        x = [x[n] for n in layer_names]
+    if not isinstance(x, (list, tuple)) or len(x) != len(specs):
+        raise TypeError(
+            f"model {model.name!r} has {len(specs)} inputs ({', '.join(layer_names)}); x must "
+            f"be a list, tuple or dict of {len(specs)} arrays, got {type(x).__name__}"
+        )
+    return [
+        _check_one(f"x[{name!r}]", part, spec, model)
+        for name, part, spec in zip(layer_names, x, specs)
+    ]
+
+
+def _check_one(name: str, value: Any, spec: Any, model: keras.Model) -> np.ndarray:
+    if value is None:
+        raise TypeError(f"{name} must be an array, got None")
+    try:
+        array = np.asarray(value)
+    except Exception as err:  # ragged lists
+        raise TypeError(f"{name} must be array-like, got {type(value).__name__}: {err}") from None
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise TypeError(f"{name} must hold numbers, got dtype {array.dtype}")
+    if array.ndim == 0 or array.shape[0] == 0:
+        raise ValueError(
+            f"{name} must be a batch with at least one example, got shape {array.shape}"
+        )
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must hold finite numbers; it contains inf or NaN")
+    if spec is None:
+        dtype = "int32" if np.issubdtype(array.dtype, np.integer) else "float32"
+        return array.astype(dtype, copy=False)
+    expected = tuple(spec.shape)
+    shown = "(" + ", ".join("B" if i == 0 else str(d) for i, d in enumerate(expected)) + ")"
+    if array.ndim != len(expected) or any(
+        want is not None and size != want for size, want in zip(array.shape[1:], expected[1:])
+    ):
+        raise ValueError(
+            f"{name} must have shape {shown} for model {model.name!r}, got {array.shape}"
+        )
+    return array.astype(keras.backend.standardize_dtype(spec.dtype), copy=False)
+
+
+def _output_shape(model: keras.Model, xs: Any) -> tuple | None:
+    """The output's shape for this batch; None entries where it cannot be known."""
+    batch = _batch_size(xs)
+    try:
+        shapes = tf.nest.map_structure(lambda a: tuple(a.shape), xs)
+        shape = model.compute_output_shape(shapes)
+        if isinstance(shape, tuple) and all(d is None or isinstance(d, int) for d in shape):
+            return (batch, *shape[1:])
+    except Exception:  # subclassed models may not know their output shape
+        pass
+    outputs = _model_outputs(model)
+    if outputs is not None:
+        return (batch, *tuple(outputs[0].shape)[1:])
+    return None  # the run will tell
+
+
+def _matches(shape: tuple, expected: tuple) -> bool:
+    return len(shape) == len(expected) and all(
+        want is None or size == want for size, want in zip(shape, expected)
+    )
+
+
+def check_targets(model: keras.Model, xs: Any, y: Any, spec: LossSpec) -> np.ndarray:
+    """``y`` checked against the model's output for ``xs`` and the loss: finite, the
+    batch size of ``xs``, the output's shape (class ids for a sparse loss)."""
+    batch = _batch_size(xs)
+    try:
+        array = np.asarray(y)
+    except Exception as err:
+        raise TypeError(f"y must be array-like, got {type(y).__name__}: {err}") from None
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise TypeError(f"y must hold numbers, got dtype {array.dtype}")
+    if array.ndim == 0 or array.shape[0] != batch:
+        raise ValueError(f"y must have the same batch size as x ({batch}), got shape {array.shape}")
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        raise ValueError("y must hold finite numbers; it contains inf or NaN")
+    out = _output_shape(model, xs)
+    if spec.sparse:
+        integral = np.issubdtype(array.dtype, np.integer) or bool(
+            np.all(np.equal(np.mod(array, 1), 0))
+        )
+        if not integral:
+            raise TypeError(f"y must hold integer class ids for {spec.label}, got {array.dtype}")
+        if out is not None:
+            want = out[:-1]
+            if not (_matches(array.shape, want) or _matches(array.shape, (*want, 1))):
+                raise ValueError(
+                    f"y must have shape {want} (class ids) for output shape {out}, "
+                    f"got {array.shape}"
+                )
+            classes = out[-1]
+            if classes is not None and (array.min() < 0 or array.max() >= classes):
+                raise ValueError(f"y must hold class ids in [0, {classes}), got out of range")
+            array = array.reshape(array.shape[: len(want)])
+        return array.astype("int32")
+    if out is not None and not _matches(array.shape, out):
+        if _matches((*array.shape, 1), out):
+            array = array[..., None]  # (B,) targets for a (B, 1) output
+        elif (
+            spec.source == "default"
+            and np.issubdtype(array.dtype, np.integer)
+            and (_matches(array.shape, out[:-1]) or _matches(array.shape, (*out[:-1], 1)))
+        ):
+            raise ValueError(
+                f"y holds class ids of shape {array.shape} for outputs of shape {out}, but "
+                f"model {model.name!r} is not compiled, so the loss would be MSE; pass "
+                "loss='sparse_categorical_crossentropy' (outputs are probabilities) or "
+                "loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True) (logits), "
+                "or compile the model with its loss"
+            )
+        else:
+            raise ValueError(f"y must have the model's output shape {out}, got {array.shape}")
+    dtype = "float32" if np.issubdtype(array.dtype, np.floating) else array.dtype
+    return array.astype(dtype, copy=False)
+
+
+# --------------------------------------------------------------------------- the probe
+
+
+@dataclass
+class ProbeRun:
+    """What :func:`run_probe` measured, accumulated over every batch."""
+
+    rows: list[Row]
+    loss: LossSpec
+    examples: int
+    norm_sums: list[np.ndarray]  # per row, (T,): sum over counted examples of ||dL_i/dh_t||
+    norm_counts: list[np.ndarray]  # per row, (T,): examples in which step t is not masked
+    gradients: list[list[np.ndarray]] | None  # per row, per batch: (B, T, width), input time
+    transport_sums: list[np.ndarray] | None  # per row, by lag: sum of ||u . dh_T/dh_{T-lag}||
+    transport_counts: list[np.ndarray] | None
+    gate_means: list[dict[str, float] | None]
+    jit_compile: bool  # whether XLA ran the probe
+    non_finite: int = 0  # inf/NaN gradient entries
+
+    def norms(self) -> np.ndarray:
+        """(rows, T): mean over the examples in which step t counts; NaN where none does."""
+        longest = max(len(s) for s in self.norm_sums)
+        table = np.full((len(self.rows), longest), np.nan)
+        for row, sums, counts in zip(table, self.norm_sums, self.norm_counts):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                row[: len(sums)] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        return table
+
+    def transport(self) -> list[np.ndarray]:
+        """Per row, by lag 0, 1, ...: the mean transport over examples reaching that lag."""
+        if self.transport_sums is None:
+            raise ValueError("this probe run did not measure transport")
+        rows = []
+        for sums, counts in zip(self.transport_sums, self.transport_counts):
+            reached = int(np.count_nonzero(counts > 0))  # lags are counted from 0 upwards
+            rows.append(sums[:reached] / counts[:reached])
+        return rows
+
+
+# model -> {key: _CompiledProbe}. Weak keys: a model's cache dies with it (the compiled
+# functions hold only a weak reference to it).
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class _CompiledProbe:
+    function: Callable
+    jit: bool
+    calls: list[tuple]  # per call: (layer, kind, backwards), filled when traced
+    checked: bool = False
+    keep: Any = None  # objects the key refers to by id
+
+
+def run_probe(
+    model: keras.Model,
+    x: Any,
+    y: Any = None,
+    *,
+    loss: Any = None,
+    state: str = "h",
+    jit_compile: bool | str = "auto",
+    batch_size: int | None = None,
+    keep_gradients: bool = False,
+    transport: bool = False,
+    gates: bool = False,
+) -> ProbeRun:
+    """Probe ``model`` on every batch of ``x`` (and ``y``) and accumulate the results.
+
+    ``transport``: also measure, per row, the gain of the layer's own backward
+    Jacobian product applied to a fixed random unit vector ``u`` at its last state,
+    ``||u . dh_T/dh_{T-lag}||``, independent of the head and the loss (used by
+    ``diagnose``). ``gates``: also the mean gate openings of stock LSTM/GRU rows.
+    """
+    check_model(model)
+    check_choice("state", state, STATES)
+    if jit_compile != "auto" and not isinstance(jit_compile, bool):
+        raise TypeError(f"jit_compile must be True, False or 'auto', got {jit_compile!r}")
+    layers, wrappers, names = probed_layers(model, state)
+    spec, batches = prepare_batches(
+        model, x, y, lambda has: resolve_loss(model, loss, has_targets=has), batch_size=batch_size
+    )
+    acc: _Accumulator | None = None
+    jit_used = False
+    for batch in batches:
+        result, compiled = _run_batch(
+            model, layers, wrappers, names, spec, state, batch, jit_compile, transport, gates
+        )
+        jit_used = compiled.jit
+        if acc is None:
+            acc = _Accumulator(model, compiled.calls, names, spec, keep_gradients, transport, gates)
+        acc.add(result, batch.size)
+    if acc is None:
+        raise ValueError("x holds no examples")
+    return acc.finish(jit_used)
+
+
+def _run_batch(model, layers, wrappers, names, spec, state, batch, jit_compile, transport, gates):
+    x_in, y_in, rows = batch.x, batch.y, None
+    if transport:  # the batch, then its transport copy
+        x_in = tf.nest.map_structure(lambda a: np.concatenate([a, a]), x_in)
+        y_in = None if y_in is None else np.concatenate([y_in, y_in])
+        rows = (np.repeat([False, True], batch.size), transport_directions(batch.size, layers))
+    specs = _specs(x_in, y_in, transport)
+    key = (spec.key, state, y_in is None, transport, gates, jit_compile, repr(specs))
+    per_model = _CACHE.setdefault(model, {})
+    compiled = per_model.get(key)
+    if compiled is None:
+        use_jit = jit_compile if isinstance(jit_compile, bool) else True
+        compiled = _compile(model, layers, wrappers, spec, state, specs, use_jit, transport, gates)
+        per_model[key] = compiled
+    result = _call(compiled, model, x_in, y_in, rows)
+    if not compiled.checked:
+        mismatch = _self_check(model, compiled, names, result, x_in, batch.size)
+        if mismatch is not None and compiled.jit:
+            # XLA's fused arithmetic can drift from Keras's forward pass (a chaotic network
+            # amplifies rounding); TensorFlow's own kernels reproduce it exactly.
+            compiled = _compile(
+                model, layers, wrappers, spec, state, specs, False, transport, gates
+            )
+            per_model[key] = compiled
+            result = _call(compiled, model, x_in, y_in, rows)
+            mismatch = _self_check(model, compiled, names, result, x_in, batch.size)
+        if mismatch is not None:
+            raise ValueError(mismatch)
+        compiled.checked = True
+    return result, compiled
+
+
+def _specs(x: Any, y: Any, transport: bool) -> list:
+    """The compiled probe's input signature: any batch size, everything else fixed, so a
+    partial last batch does not retrace."""
+    specs = [tf.nest.map_structure(lambda a: tf.TensorSpec((None, *a.shape[1:]), a.dtype), x)]
+    if y is not None:
+        specs.append(tf.TensorSpec((None, *y.shape[1:]), y.dtype))
+    if transport:
+        specs.append((tf.TensorSpec((None,), tf.bool), tf.TensorSpec((None, None), tf.float32)))
+    return specs
+
+
+def _call(compiled: _CompiledProbe, model, x, y, rows) -> dict:
+    args = [x]
+    if y is not None:
+        args.append(y)
+    if rows is not None:
+        args.append(rows)
+    try:
+        with _quiet_retracing_warnings():
+            return compiled.function(*args)
+    except (tf.errors.InvalidArgumentError, tf.errors.ResourceExhaustedError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(f"the probe could not run model {model.name!r} on x: {first}") from err
+
+
+def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates):
+    model_ref = weakref.ref(model)
+    compiled = _CompiledProbe(function=None, jit=jit, calls=[], keep=spec.loss)
+    has_targets = len(specs) > (2 if transport else 1)
+
+    def probe(*args):
+        x = args[0]
+        y = args[1] if has_targets else None
+        rows, directions = args[-1] if transport else (None, None)
+        model = model_ref()
+        with tf.GradientTape() as tape:
+            recorder = Recorder(tape=tape, state=state, transport_rows=rows, gates=gates)
+            with patched_layers(layers, recorder, wrappers):
+                y_pred = model(x, training=False)
+            if isinstance(y_pred, (list, tuple, dict)):
+                raise ValueError(f"model {model.name!r} has several outputs; the probe needs one")
+            per_example = spec.per_example(y, y_pred)  # (B,)
+            if rows is None:
+                total = tf.reduce_sum(per_example)  # example i's states only affect L_i
+            else:
+                flags = tf.cast(rows, per_example.dtype)
+                total = tf.reduce_sum(per_example * (1.0 - flags))
+                for index, call in enumerate(recorder.calls):
+                    total += _transport_term(call, flags, directions)
+        if not recorder.calls:
+            raise ValueError(f"model {model.name!r} never called its recurrent layers")
+        compiled.calls[:] = [(c.layer, c.kind, c.backwards) for c in recorder.calls]
+        grads = tape.gradient(  # the one backward pass, for every layer at once
+            total,
+            [c.perturbations for c in recorder.calls],
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
+        out: dict[str, Any] = {"y_pred": y_pred, "gradients": [], "norms": [], "masks": []}
+        out["gate_sums"], out["gate_counts"], out["captures"] = [], [], []
+        for call, group in zip(recorder.calls, grads):
+            g = tf.transpose(tf.concat(group, axis=-1), [1, 0, 2])  # (B, T, width)
+            if call.backwards:
+                g = tf.reverse(g, [1])  # processing order -> input time
+            out["gradients"].append(g)
+            out["norms"].append(tf.norm(tf.cast(g, tf.float64), axis=-1))  # (B, T)
+            out["masks"].append(call.mask)
+            out["gate_sums"].append(call.gate_sums)
+            out["gate_counts"].append(call.gate_count)
+            out["captures"].append(
+                {
+                    "inputs": call.inputs,
+                    "initial_state": call.initial_state,
+                    "mask": call.mask_in,
+                    "output": call.output,
+                }
+            )
+        return out
+
+    compiled.function = tf.function(probe, input_signature=specs, jit_compile=jit)
+    return compiled
+
+
+def transport_directions(examples: int, layers: list[keras.layers.RNN]) -> np.ndarray:
+    """The fixed random directions u: row i is example i's, N(0, 1) entries from a NumPy
+    generator seeded with 7919, one column per unit of the widest recurrent layer (a
+    layer with n units uses the first n columns, normalized)."""
+    width = max(int(tf.nest.flatten(layer.cell.state_size)[0]) for layer in layers)
+    return np.random.default_rng(7919).standard_normal((examples, width)).astype("float32")
+
+
+def _transport_term(call: LayerCall, flags: tf.Tensor, directions: tf.Tensor) -> tf.Tensor:
+    """sum over the copy (the second half of the rows) of u_i . h_T, u_i the example's
+    fixed random unit vector (:func:`transport_directions`)."""
+    h = call.final_state  # (2B, units): the batch, then its copy
+    half = tf.shape(h)[0] // 2
+    u = directions[:, : h.shape[-1]]
+    u = u / tf.norm(u, axis=-1, keepdims=True)
+    dots = tf.reduce_sum(tf.cast(h[half:], tf.float32) * u, axis=-1)
+    return tf.reduce_sum(dots * flags[half:])
+
+
+@contextlib.contextmanager
+def _quiet_retracing_warnings() -> Iterator[None]:
+    """Hide TensorFlow's "N calls triggered retracing" warning: one compiled probe per
+    model and shape is by design, and probing many models in a notebook is normal use."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+# --------------------------------------------------------------------------- self-check
+
+
+def _relative_error(ours: Any, ref: Any) -> float:
+    a = np.asarray(tf.cast(ours, tf.float64))
+    b = np.asarray(tf.cast(ref, tf.float64))
+    if a.shape != b.shape:
+        return math.inf
+    if not np.array_equal(np.isnan(a), np.isnan(b)) or not np.array_equal(np.isinf(a), np.isinf(b)):
+        return math.inf
+    finite = np.isfinite(b)
+    if not finite.any():
+        return 0.0
+    if not np.array_equal(a[~finite], b[~finite]):
+        return math.inf
+    scale = max(float(np.max(np.abs(b[finite]))), np.finfo(np.float64).tiny)
+    return float(np.max(np.abs(a[finite] - b[finite])) / scale)
+
+
+def _self_check(model, compiled, names, result, x, size) -> str | None:
+    """None if the replay reproduces the model, else a message naming what does not.
+
+    Each recurrent layer call is checked on the very inputs it received (so errors do
+    not compound from layer to layer), then the model's output against ``model(x)``.
+    The references run as one TensorFlow graph without XLA: Keras's own computation.
+    """
+    layers = [layer for layer, _, _ in compiled.calls]
+
+    def tolerance_of(dtype: Any) -> float:
+        return SELF_CHECK_TOLERANCE.get(keras.backend.standardize_dtype(dtype), 1e-4)
+
+    # The model's output is as precise as its least precise recurrent layer allows.
+    model_tolerance = max(
+        [tolerance_of(result["y_pred"].dtype)]
+        + [tolerance_of(l.cell.compute_dtype) for l in layers]
+    )
+    captures = [
+        {key: c[key] for key in ("inputs", "initial_state", "mask")} for c in result["captures"]
+    ]
+    first = tf.nest.map_structure(lambda a: a[:size], x)
+
+    @tf.function(autograph=False)
+    def references(captures, first):
+        outputs = []
+        for layer, c in zip(layers, captures):
+            out = layer(c["inputs"], initial_state=c["initial_state"], mask=c["mask"])
+            outputs.append(out[0] if layer.return_state else out)
+        return outputs, model(first, training=False)
+
+    with _quiet_retracing_warnings():
+        layer_outputs, model_output = references(captures, first)
+    for layer, capture, reference in zip(layers, result["captures"], layer_outputs):
+        error = _relative_error(capture["output"], reference)
+        tolerance = tolerance_of(layer.cell.compute_dtype)
+        if error > tolerance:
+            return (
+                f"layer {names[id(layer)]!r} ({type(layer).__name__} running "
+                f"{type(layer.cell).__name__}): the probe's replay does not reproduce the "
+                f"layer's own output (relative difference {error:.2g} > {tolerance:g}), so "
+                "the probe refuses to report gradients for this model"
+            )
+    error = _relative_error(result["y_pred"][:size], model_output)
+    if error > model_tolerance:
+        return (
+            f"model {model.name!r}: the probe's forward pass does not reproduce model(x) "
+            f"(relative difference {error:.2g} > {model_tolerance:g}) although each recurrent layer "
+            "reproduces its own output; the probe refuses to report gradients for this model"
+        )
+    return None
+
+
+# --------------------------------------------------------------------------- accumulation
+
+
+class _Accumulator:
+    """Sums over batches: per-step norms and counts, transport by lag, gate openings."""
+
+    def __init__(self, model, calls, names, spec, keep_gradients, transport, gates):
+        self.rows: list[Row] = []
+        seen: dict[str, int] = {}
+        for layer, kind, backwards in calls:
+            name = names[id(layer)]
+            seen[name] = seen.get(name, 0) + 1
+            if seen[name] > 1:  # a layer called more than once gets one row per call
+                name = f"{name} (call {seen[name]})"
+            units = getattr(layer.cell, "units", None) or tf.nest.flatten(layer.cell.state_size)[0]
+            self.rows.append(Row(name, layer, kind, cell_family(layer), backwards, int(units)))
+        n = len(self.rows)
+        self.spec, self.examples, self.non_finite = spec, 0, 0
+        self.sums = [np.zeros(0) for _ in range(n)]
+        self.counts = [np.zeros(0) for _ in range(n)]
+        self.gradients = [[] for _ in range(n)] if keep_gradients else None
+        self.t_sums = [np.zeros(0) for _ in range(n)] if transport else None
+        self.t_counts = [np.zeros(0) for _ in range(n)] if transport else None
+        self.gate_sums = [None] * n
+        self.gate_counts = [0.0] * n
+        self.gates = gates
+
+    def add(self, result: dict, size: int) -> None:
+        self.examples += size
+        for r, row in enumerate(self.rows):
+            norms = result["norms"][r].numpy()  # (B or 2B, T)
+            mask = result["masks"][r]
+            mask = np.ones(norms.shape, bool) if mask is None else mask.numpy().astype(bool)
+            main, main_mask = norms[:size], mask[:size]
+            self.non_finite += int(np.count_nonzero(~np.isfinite(main[main_mask])))
+            _grow_add(self.sums, r, np.where(main_mask, main, 0.0).sum(axis=0))
+            _grow_add(self.counts, r, main_mask.sum(axis=0).astype(float))
+            if self.gradients is not None:
+                self.gradients[r].append(result["gradients"][r].numpy()[:size])
+            if self.t_sums is not None:
+                copy, copy_mask = norms[size:], mask[size:]
+                if row.backwards:  # input time -> processing order
+                    copy, copy_mask = copy[:, ::-1], copy_mask[:, ::-1]
+                # lag of a counted step = counted steps after it in processing order
+                after = np.cumsum(copy_mask[:, ::-1], axis=1)[:, ::-1] - 1
+                lag = after[copy_mask]
+                sums = np.zeros(copy.shape[1])
+                counts = np.zeros(copy.shape[1])
+                np.add.at(sums, lag, copy[copy_mask])
+                np.add.at(counts, lag, 1.0)
+                _grow_add(self.t_sums, r, sums)
+                _grow_add(self.t_counts, r, counts)
+            if self.gates and result["gate_sums"][r] is not None:
+                sums = result["gate_sums"][r].numpy()
+                self.gate_sums[r] = sums if self.gate_sums[r] is None else self.gate_sums[r] + sums
+                self.gate_counts[r] += float(result["gate_counts"][r].numpy())
+
+    def finish(self, jit: bool) -> ProbeRun:
+        gate_means = []
+        for row, sums, count in zip(self.rows, self.gate_sums, self.gate_counts):
+            if sums is None or count == 0:
+                gate_means.append(None)
+                continue
+            names = {"lstm": ("i", "f", "o"), "gru": ("z", "r")}[row.kind]
+            gate_means.append({g: float(v / count) for g, v in zip(names, sums)})
+        return ProbeRun(
+            rows=self.rows,
+            loss=self.spec,
+            examples=self.examples,
+            norm_sums=self.sums,
+            norm_counts=self.counts,
+            gradients=self.gradients,
+            transport_sums=self.t_sums,
+            transport_counts=self.t_counts,
+            gate_means=gate_means,
+            jit_compile=jit,
+            non_finite=self.non_finite,
+        )
+
+
+def _grow_add(store: list[np.ndarray], index: int, values: np.ndarray) -> None:
+    """store[index] += values, growing it with zeros to the longer length first
+    (batches of different lengths are aligned at their first step)."""
+    current = store[index]
+    if len(values) > len(current):
+        current = np.concatenate([current, np.zeros(len(values) - len(current))])
+    current[: len(values)] += values
+    store[index] = current
+
+
+# --------------------------------------------------------------------------- global norm
+
+_NORM_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def global_norm(
+    model: keras.Model, x: Any, y: Any = None, *, loss: Any = None, batch_size: int | None = None
+) -> tuple[float, LossSpec]:
+    """The norm of the gradient of the loss an optimizer would see, w.r.t. every
+    trainable weight: the loss reduced as Keras reduces it, plus the model's own
+    regularization losses; over several batches, the example-weighted mean gradient."""
+    check_model(model)
+    spec, batches = prepare_batches(
+        model, x, y, lambda has: resolve_loss(model, loss, has_targets=has), batch_size=batch_size
+    )
+    total, count = None, 0
+    for batch in batches:
+        specs = _specs(batch.x, batch.y, False)
+        key = (spec.key, batch.y is None, repr(specs))
+        per_model = _NORM_CACHE.setdefault(model, {})
+        if key not in per_model:
+            per_model[key] = (_compile_gradients(model, spec, specs), spec.loss)
+        function = per_model[key][0]
+        args = [batch.x] if batch.y is None else [batch.x, batch.y]
+        with _quiet_retracing_warnings():
+            grads = [g.numpy().astype(np.float64) * batch.size for g in function(*args)]
+        total = grads if total is None else [a + b for a, b in zip(total, grads)]
+        count += batch.size
+    squares = sum(float(np.sum(np.square(g / count))) for g in total)
+    return math.sqrt(squares), spec
+
+
+def _compile_gradients(model: keras.Model, spec: LossSpec, specs: list) -> Callable:
+    model_ref = weakref.ref(model)
+
+    def gradients(x, y=None):
+        model = model_ref()
+        weights = model.trainable_variables
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=False)
+            value = spec.batch_loss(y, y_pred)
+            extra = [tf.cast(tf.reduce_sum(v), value.dtype) for v in model.losses]
+            if extra:
+                value = value + tf.add_n(extra)
+        grads = tape.gradient(value, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        # Embeddings have sparse (IndexedSlices) gradients: densify them.
+        return [tf.cast(tf.convert_to_tensor(g), tf.float64) for g in grads]
+
+    return tf.function(gradients, input_signature=specs)

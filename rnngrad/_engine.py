@@ -38,6 +38,7 @@ __all__ = [
     "Row",
     "cell_family",
     "check_inputs",
+    "check_loss_argument",
     "check_model",
     "check_targets",
     "global_norm",
@@ -307,6 +308,28 @@ def _spec(loss: Any, source: str) -> LossSpec:
         "loss must be None (the model's compiled loss), a Keras loss name, a "
         f"keras.losses.Loss or a callable (y_true, y_pred) -> (B,); got {type(loss).__name__}"
     )
+
+
+def check_loss_argument(loss: Any) -> Any:
+    """``loss`` if the probe can use it (None, a Keras loss name, a ``keras.losses.Loss``
+    or a callable), else a TypeError/ValueError naming the argument."""
+    if (
+        loss is None
+        or isinstance(loss, keras.losses.Loss)
+        or (callable(loss) and not isinstance(loss, str))
+    ):
+        return loss
+    if not isinstance(loss, str):
+        raise TypeError(
+            "loss must be None (the model's compiled loss), a Keras loss name, a "
+            f"keras.losses.Loss or a callable (y_true, y_pred) -> (B,); got {type(loss).__name__}"
+        )
+    if loss.lower() in ("crossentropy", "ce") or not _known_loss_name(loss):
+        raise ValueError(
+            f"loss must be a Keras loss name (e.g. {', '.join(map(repr, LOSS_NAMES))}), a "
+            f"keras.losses.Loss or a callable (y_true, y_pred) -> (B,); got {loss!r}"
+        )
+    return loss
 
 
 def _known_loss_name(name: str) -> bool:
@@ -745,7 +768,7 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
             else:
                 flags = tf.cast(rows, per_example.dtype)
                 total = tf.reduce_sum(per_example * (1.0 - flags))
-                for index, call in enumerate(recorder.calls):
+                for call in recorder.calls:
                     total += _transport_term(call, flags, directions)
         if not recorder.calls:
             raise ValueError(f"model {model.name!r} never called its recurrent layers")
@@ -846,7 +869,7 @@ def _self_check(model, compiled, names, result, x, size) -> str | None:
     # The model's output is as precise as its least precise recurrent layer allows.
     model_tolerance = max(
         [tolerance_of(result["y_pred"].dtype)]
-        + [tolerance_of(l.cell.compute_dtype) for l in layers]
+        + [tolerance_of(layer.cell.compute_dtype) for layer in layers]
     )
     captures = [
         {key: c[key] for key in ("inputs", "initial_state", "mask")} for c in result["captures"]
@@ -877,8 +900,8 @@ def _self_check(model, compiled, names, result, x, size) -> str | None:
     if error > model_tolerance:
         return (
             f"model {model.name!r}: the probe's forward pass does not reproduce model(x) "
-            f"(relative difference {error:.2g} > {model_tolerance:g}) although each recurrent layer "
-            "reproduces its own output; the probe refuses to report gradients for this model"
+            f"(relative difference {error:.2g} > {model_tolerance:g}) although each recurrent "
+            "layer reproduces its own output; the probe refuses to report gradients for this model"
         )
     return None
 

@@ -17,7 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from rnngrad._engine import global_norm, run_probe
+from rnngrad._engine import check_loss_argument, global_norm, run_probe
 from rnngrad._validation import check_array, check_int
 from rnngrad.probes import LossArg
 
@@ -151,12 +151,7 @@ class GradientHistory(keras.callbacks.Callback):
                 f"x_probe and y_probe must have the same number of examples, "
                 f"got {examples} and {len(self.y_probe)}"
             )
-        if loss is not None and not isinstance(loss, str) and not callable(loss):
-            raise TypeError(
-                "loss must be None, a Keras loss name, a keras.losses.Loss or a callable, "
-                f"got {type(loss).__name__}"
-            )
-        self.loss = loss
+        self.loss = check_loss_argument(loss)
         if every_n_batches is not None:
             every_n_batches = check_int("every_n_batches", every_n_batches, minimum=1)
         self.every_n_batches = every_n_batches

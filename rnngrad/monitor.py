@@ -244,7 +244,8 @@ class GradientMonitor(GradientHistory):
 
 def _tag(name: str) -> str:
     """A TensorBoard tag from a row name: "bi (forward)" -> "bi_forward"."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_")
+    cleaned = "".join(c if c.isalnum() or c in "-." else " " for c in name)
+    return "_".join(cleaned.split())
 
 
 def _profile_image(names, profile, transport) -> Any:

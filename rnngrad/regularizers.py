@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rnngrad._engine import check_inputs, check_targets, resolve_loss
+from rnngrad._engine import check_inputs, check_loss_argument, check_targets, resolve_loss
 from rnngrad._seed import seed_everything
 from rnngrad._validation import check_float, check_int
 from rnngrad.clipping import tf_variables
@@ -121,11 +121,7 @@ def _inputs_states_deltas(parts: _OmegaParts, x, y, loss):
 
 
 def _check_loss(loss: Any) -> None:
-    if loss is not None and not isinstance(loss, str) and not callable(loss):
-        raise TypeError(
-            "loss must be None, a Keras loss name, a keras.losses.Loss or a callable, "
-            f"got {type(loss).__name__}"
-        )
+    check_loss_argument(loss)
 
 
 def omega_ratios(

@@ -25,8 +25,23 @@ def files(tmp_path_factory):
     (folder / "corrupt.keras").write_text("not a model")
     x, y = rnngrad.tasks.adding_problem(8, 40, seed=0)
     np.savez(folder / "data.npz", x=x, y=y)
+    np.save(folder / "x.npy", x)
     np.savez(folder / "wrong_shape.npz", x=x[..., :1], y=y)
     np.savez(folder / "no_x.npz", inputs=x)
+    (folder / "text.npz").write_text("x,y\n1,2\n")
+    (folder / "text.npy").write_text("1 2 3\n")
+    classifier = keras.Sequential(
+        [
+            keras.Input((30,), dtype="int32"),
+            keras.layers.Embedding(50, 8, mask_zero=True),
+            keras.layers.Bidirectional(keras.layers.LSTM(6), name="bi"),
+            keras.layers.Dense(3),
+        ]
+    )
+    classifier.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    classifier.save(folder / "classifier.keras")
+    tokens = np.random.default_rng(0).integers(1, 50, size=(6, 30))
+    np.savez(folder / "tokens.npz", x=tokens, y=np.arange(6) % 3)
     return folder
 
 
@@ -45,11 +60,33 @@ def test_json_report_and_exit_status(files):
     assert report["verdict"] == "vanishing"
     assert 0 < report["decay_per_step"] < 1 and isinstance(report["horizon"], int)
     layer = report["layers"][0]
-    assert layer["kind"] == "SimpleRNN" and len(layer["profile"]) == 40
-    assert {"spectral_radius", "sigma_max", "horizon", "decay_per_step"} <= set(layer)
-    assert report["inputs"] == "data.npz" and report["loss"] == "mse"
+    assert layer["layer_class"] == "SimpleRNN" and len(layer["profile"]) == 40
+    assert {"spectral_radius", "sigma_max", "horizon", "decay_per_step", "transport"} <= set(layer)
+    assert report["inputs"] == "data.npz" and report["loss"].startswith("mse")
+    assert report["thresholds"]["vanishing_ratio"] == 1e-3
     assert report["batch_size"] == 8  # every row of --data unless --batch says otherwise
     assert result.stderr == ""  # no TensorFlow start-up noise either
+
+
+def test_x_from_a_npy_file(files):
+    result = run("diagnose", "vanishing.keras", "--data", "x.npy", "--json", cwd=files)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["batch_size"] == 8
+
+
+def test_a_saved_compiled_classifier_is_diagnosed_with_its_own_loss(files):
+    result = run("diagnose", "classifier.keras", "--data", "tokens.npz", "--json", cwd=files)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert "compiled" in report["loss"] and "from_logits=True" in report["loss"]
+    assert [layer["name"] for layer in report["layers"]] == ["bi (forward)", "bi (backward)"]
+
+
+def test_random_token_ids_for_an_embedding_model(files):
+    result = run("diagnose", "classifier.keras", "--batch", "4", "--json", cwd=files)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["inputs"] == "random" and report["sequence_length"] == 30
 
 
 def test_fail_on_turns_the_verdict_into_exit_status_one_and_plot_is_written(files):
@@ -63,7 +100,7 @@ def test_fail_on_turns_the_verdict_into_exit_status_one_and_plot_is_written(file
         cwd=files,
     )
     assert result.returncode == 1
-    assert "VANISHING" in result.stdout and "N(0, 1)" in result.stdout
+    assert "VANISHING" in result.stdout and "inputs were random" in result.stdout
     assert (files / "p.png").stat().st_size > 10_000
 
 
@@ -71,11 +108,15 @@ def test_fail_on_turns_the_verdict_into_exit_status_one_and_plot_is_written(file
     "args, message",
     [
         (["diagnose", "missing.keras"], "no such model file"),
-        (["diagnose", "corrupt.keras"], "cannot load"),
+        (["diagnose", "corrupt.keras"], "not a valid Keras archive"),
         (["diagnose", "lambda.keras"], "--unsafe"),
-        (["diagnose", "dense.keras"], "no SimpleRNN, LSTM or GRU layer"),
+        (["diagnose", "dense.keras"], "no recurrent"),
         (["diagnose", "vanishing.keras", "--data", "wrong_shape.npz"], "x must have shape"),
         (["diagnose", "vanishing.keras", "--data", "no_x.npz"], "array named 'x'"),
+        (["diagnose", "vanishing.keras", "--data", "text.npz"], "is not a .npz archive"),
+        (["diagnose", "vanishing.keras", "--data", "text.npy"], "is not a .npy file"),
+        (["diagnose", "vanishing.keras", "--loss", "nope"], "Keras loss name"),
+        (["diagnose", "vanishing.keras", "--from-logits"], "--from-logits needs --loss"),
         (["diagnose", "vanishing.keras", "--fail-on", "sad"], "--fail-on"),
         (["diagnose"], "required"),
     ],
@@ -87,3 +128,24 @@ def test_errors_print_one_line_and_exit_two(files, args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("rnngrad: error:"), result.stderr
     assert message in lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["diagnose", "missing.keras"],
+        ["diagnose", "corrupt.keras"],
+        ["diagnose", "vanishing.keras", "--fail-on", "sad"],
+        ["diagnose", "vanishing.keras", "--data", "text.npz"],
+    ],
+)
+def test_usage_errors_answer_without_importing_tensorflow(files, args):
+    probe = (
+        "import sys; from rnngrad.cli import main; status = main(sys.argv[1:]); "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; "
+        "sys.exit(status)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *args], cwd=files, capture_output=True, text=True
+    )
+    assert result.returncode == 2, result.stderr

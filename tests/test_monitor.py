@@ -3,8 +3,10 @@ can stop training without losing the history."""
 
 import warnings
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import rnngrad
 from rnngrad import training
@@ -41,13 +43,62 @@ def test_monitor_on_a_model_that_explodes_warns_and_stops_keeping_the_history(da
 
 def test_horizon_collapse_is_noticed():
     monitor = GradientMonitor(np.zeros((2, 10, 2)), None, stop_on=["horizon"])
-    flat, steep = np.ones((1, 10)), (0.1 ** np.arange(9, -1, -1))[None]
+    profile = np.ones((1, 10))
+    flat, steep = [np.ones(10)], [0.1 ** np.arange(10)]  # transport by lag
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing to warn about yet
-        monitor.record(0, 0.0, 1.0, flat)
+        monitor.record(0, 0.0, 1.0, profile, flat)
     with pytest.warns(RuntimeWarning, match="reaches 4 steps back, down from 10"):
-        monitor.record(1, 1.0, 1.0, steep)
+        monitor.record(1, 1.0, 1.0, profile, steep)
     assert monitor.horizons == [10, 4] and monitor.events[-1].kind == "horizon"
+
+
+def test_the_horizon_is_the_one_diagnose_reports(data):
+    x, y = data
+    model = rnngrad.build_rnn("simple", 8, input_dim=2, recurrent_gain=0.5)
+    monitor = GradientMonitor(x[:16], y[:16])
+    training.train(model, x, y, epochs=1, callbacks=[monitor])
+    report = rnngrad.diagnose(model, x[:16], y[:16])
+    assert monitor.horizons[-1] == report.layers[0].horizon
+
+
+def test_log_keys_reach_callbacks_listed_before_the_monitor(data):
+    x, y = data
+    seen = []
+
+    class Reader(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(("horizon" in logs, "grad_norm" in logs))
+
+    model = rnngrad.build_rnn("gru", 4, input_dim=2)
+    monitor = GradientMonitor(x[:8], y[:8])
+    early = keras.callbacks.EarlyStopping(monitor="grad_norm", mode="min", patience=5)
+    training.train(model, x, y, epochs=2, callbacks=[Reader(), early, monitor])
+    assert seen == [(True, True), (True, True)]
+
+
+def test_tensorboard_gets_each_rows_horizon_decay_and_a_profile_image(data, tmp_path):
+    x, y = data
+    model = keras.Sequential(
+        [
+            keras.Input((30, 2)),
+            keras.layers.Bidirectional(keras.layers.GRU(4), name="bi"),
+            keras.layers.Dense(1),
+        ]
+    )
+    monitor = GradientMonitor(x[:8], y[:8], log_dir=tmp_path)
+    training.train(model, x, y, epochs=1, callbacks=[monitor])
+    tags = set()
+    for path in tmp_path.rglob("events.out.tfevents.*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            tags |= {value.tag for value in event.summary.value}
+    assert {
+        "gradients/global_norm",
+        "gradients/bi_forward/horizon",
+        "gradients/bi_backward/decay_per_step",
+        "gradients/profiles",
+    } <= tags
 
 
 def test_a_healthy_run_raises_no_event(data):

@@ -128,4 +128,4 @@ def test_bad_arguments_raise(setup):
     with pytest.raises(TypeError, match="model"):
         omega("model", x, y)
     with pytest.raises(ValueError, match="loss"):
-        omega(model, x, y, loss="hinge")
+        omega(model, x, y, loss="hinges")

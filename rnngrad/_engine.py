@@ -589,8 +589,12 @@ def check_targets(model: keras.Model, xs: Any, y: Any, spec: LossSpec) -> np.nda
             )
         else:
             raise ValueError(f"y must have the model's output shape {out}, got {array.shape}")
-    dtype = "float32" if np.issubdtype(array.dtype, np.floating) else array.dtype
-    return array.astype(dtype, copy=False)
+    if np.issubdtype(array.dtype, np.floating) or array.dtype == bool:
+        outputs = _model_outputs(model)
+        output_dtype = keras.backend.standardize_dtype(outputs[0].dtype) if outputs else None
+        dtype = "float64" if output_dtype == "float64" else "float32"  # as precise as the model
+        return array.astype(dtype, copy=False)
+    return array
 
 
 # --------------------------------------------------------------------------- the probe

@@ -195,3 +195,8 @@ def transport_oracle(layer, sequence, width=None, initial_state=None, mask=None)
     grads = tape.gradient(total, tensors[0])
     norms = np.linalg.norm(np.stack([g.numpy() for g in grads], axis=1), axis=-1)
     return norms[:, ::-1] if layer.go_backwards else norms
+
+
+def relative_error(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))

@@ -19,7 +19,7 @@ def model():
 @pytest.mark.parametrize(
     "x, y, error, match",
     [
-        (np.zeros((3, 10)), np.zeros((3, 1)), ValueError, "x must have rank 3"),
+        (np.zeros((3, 10)), np.zeros((3, 1)), ValueError, r"x must have shape \(B, 10, 2\)"),
         (np.zeros((3, 10, 5)), np.zeros((3, 1)), ValueError, r"x must have shape \(B, 10, 2\)"),
         (np.zeros((3, 11, 2)), np.zeros((3, 1)), ValueError, r"x must have shape \(B, 10, 2\)"),
         (np.zeros((0, 10, 2)), np.zeros((0, 1)), ValueError, "at least one example"),
@@ -52,9 +52,9 @@ def test_probe_names_the_bad_argument(model, x, y, error, match):
 
 def test_probe_rejects_unknown_options(model):
     x, y = np.zeros((2, 10, 2)), np.zeros((2, 1))
-    with pytest.raises(ValueError, match="loss must be one of"):
-        state_gradient_norms(model, x, y, loss="hinge")
-    with pytest.raises(TypeError, match="loss must be one of"):
+    with pytest.raises(ValueError, match="loss must be a Keras loss name"):
+        state_gradient_norms(model, x, y, loss="hinges")
+    with pytest.raises(TypeError, match="loss must be None"):
         state_gradient_norms(model, x, y, loss=3)
     with pytest.raises(ValueError, match="state must be one of"):
         state_gradient_norms(model, x, y, state="z")
@@ -73,7 +73,7 @@ def test_sparse_targets_are_checked():
     model = rnngrad.build_rnn("gru", 4, input_dim=2, output_dim=3, sequence_output=True)
     x = np.zeros((2, 6, 2), "float32")
     with pytest.raises(TypeError, match="integer class ids"):
-        state_gradient_norms(model, x, np.zeros((2, 6)), loss="sparse_categorical_crossentropy")
+        state_gradient_norms(model, x, np.full((2, 6), 0.5), loss="sparse_categorical_crossentropy")
     with pytest.raises(ValueError, match=r"class ids in \[0, 3\)"):
         state_gradient_norms(model, x, np.full((2, 6), 3), loss="sparse_categorical_crossentropy")
     with pytest.raises(ValueError, match=r"y must have shape \(2, 6\)"):
@@ -85,16 +85,17 @@ def test_sparse_targets_are_checked():
 def test_overflowing_network_warns_and_returns_non_finite_norms():
     model = rnngrad.build_rnn("simple", 8, input_dim=2, activation="linear", recurrent_gain=2.0)
     x, y = adding_problem(4, 200, seed=0)  # 2**200 = 1.6e60 overflows float32
-    with pytest.warns(RuntimeWarning, match="explode past float32"):
+    with pytest.warns(RuntimeWarning, match="overflow float32's range"):
         norms = state_gradient_norms(model, x, y)
     assert norms.shape == (1, 200)
-    assert (~np.isfinite(norms) | (norms > 1e30)).any()
+    assert (~np.isfinite(norms)).any()
 
 
-def test_huge_but_finite_norms_also_warn():
+def test_huge_but_finite_norms_do_not_warn():
     model = rnngrad.build_rnn("simple", 8, input_dim=2, activation="linear", recurrent_gain=2.0)
-    x, y = adding_problem(2, 58, seed=0)  # norms up to ~4e33: finite in float32, near its limit
-    with pytest.warns(RuntimeWarning, match="exceed 3.4e"):
+    x, y = adding_problem(2, 58, seed=0)  # norms up to ~4e33: finite in float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a warning is for real overflow only
         norms = state_gradient_norms(model, x, y)
     assert np.isfinite(norms).all() and norms.max() > 3.4e30
 

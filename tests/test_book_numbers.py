@@ -81,7 +81,7 @@ ROLE = re.compile(r"\{[\w:.-]+\}(`+)(?:(?!\1).)*?\1", re.S)
 CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1", re.S)
 DISPLAY_MATH = re.compile(r"\$\$.*?\$\$(?:[ \t]*\([\w:.-]+\))?", re.S)
 ENVIRONMENT = re.compile(r"\\begin\{(?P<env>[\w*]+)\}.*?\\end\{(?P=env)\}", re.S)
-INLINE_MATH = re.compile(r"(?<![\\$])\$(?=\S)(?:\\\$|[^$\n])+?(?<=\S)\$(?!\$)")
+INLINE_MATH = re.compile(r"(?<![\\$])\$(?=\S)(?:\\\$|[^$\n]|\n(?![ \t]*\n))+?(?<=\S)\$(?!\$)")
 LINK_TARGET = re.compile(r"\]\([^)\s]*\)")
 URL = re.compile(r"<?(?:https?|ftp)://[^\s>)]+>?")
 HTML_TAG = re.compile(r"<[^>\n]+>")
@@ -334,6 +334,7 @@ def test_scanner_finds_numbers_that_look_like_results(text, expected):
         "The ratio is {glue:text}`intro_ratio:.2e` of the last step's.",
         "Glued: {glue}`key_0.5` and {glue:text}`t50_105:.1f`.",
         "Inline math $\\sigma(1) \\approx 0.731$ and $10^{-3}$ and $9\\,\\%$.",
+        "Math across a line break, $\\sqrt{2}/2\n\\approx 0.71$, is still math.",
         "$$\nx = 0.5 \\times 10^{-3}\n$$ (eq-linear-law)",
         "\\begin{align}\na &= 0.25\n\\end{align}",
         "See {doc}`initialization_training` and {eq}`eq-1.5`, {numref}`fig-2.5`.",
@@ -408,6 +409,10 @@ def test_scanner_reads_exercise_titles_and_bodies_not_solution_labels():
         ]
     )
     assert kinds(text) == [("decimal", "0.5"), ("decimal", "0.25"), ("decimal", "0.125")]
+
+
+def test_inline_math_does_not_run_across_paragraphs():
+    assert kinds("A price of $5 here.\n\nAnd 0.5 there, $x$.") == [("decimal", "0.5")]
 
 
 @pytest.mark.parametrize("marker", ["% typed: parameter", "% typed: by hand", "%typed:  by hand"])

@@ -7,7 +7,8 @@ rate or a schedule such as :class:`~rnngrad.schedules.WarmupDecay`), fits it, an
 returns a :class:`TrainResult` that keeps the history even when the loss becomes NaN or
 infinite: divergence is a result, not a crash. :func:`train_seeds` repeats a run over
 seeds reusing one compiled model, since tracing a recurrent model costs seconds
-(:func:`rnngrad.sweeps.sweep` does settings x seeds). The callbacks live in
+(:func:`rnngrad.sweeps.sweep` does settings x seeds); :class:`Trainer` is that reuse on
+its own, for runs on different data too. The callbacks live in
 :mod:`rnngrad.callbacks`; ``StopOnNonFinite`` is still importable from here.
 """
 

@@ -228,6 +228,7 @@ def compare_models(
     *,
     runs: Sequence[tuple[str, str]] | None = None,
     probe_examples: int = 64,
+    profiles: bool = True,
     keep_weights: bool = False,
     **train_kwargs: Any,
 ) -> list[dict[str, Any]]:
@@ -255,6 +256,9 @@ def compare_models(
     probe_examples : int, default 64
         The profiles are measured on the first this many training sequences, with
         the training loss.
+    profiles : bool, default True
+        Measure the profiles; without them a run costs one compiled function less
+        (``profiles`` is then None).
     keep_weights : bool, default False
         Also keep each trained model's weights (``weights``, as from
         ``model.get_weights()``), to load into a model built by the same builder.
@@ -295,8 +299,9 @@ def compare_models(
         if pair[0] not in models or pair[1] not in tasks:
             raise ValueError(f"runs names a model or task that is not given: {pair!r}")
     probe_examples = check_int("probe_examples", probe_examples, minimum=1)
-    if not isinstance(keep_weights, bool):
-        raise TypeError(f"keep_weights must be True or False, got {type(keep_weights).__name__}")
+    for name, flag in (("profiles", profiles), ("keep_weights", keep_weights)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {type(flag).__name__}")
     train_kwargs.setdefault("loss", "sparse_categorical_crossentropy")
     if "callbacks" in train_kwargs:
         raise TypeError("compare_models sets the callbacks itself")
@@ -305,10 +310,11 @@ def compare_models(
     for model_name, task_name in runs:
         (x, y), (x_test, y_test) = tasks[task_name]
         history = ProfileHistory(x[:probe_examples], y[:probe_examples], loss=train_kwargs["loss"])
+        callbacks = [history] if profiles else []
         for seed in seeds:
             fresh = models[model_name](seed, input_dim=x.shape[2], length=x.shape[1])
             trainer = trainers.setdefault(architecture_key(fresh), Trainer(train_kwargs))
-            result = trainer.run(fresh, x, y, seed, callbacks=[history])
+            result = trainer.run(fresh, x, y, seed, callbacks=callbacks)
             records.append(
                 {
                     "model": model_name,
@@ -319,7 +325,7 @@ def compare_models(
                     "epochs_run": len(result.history.get("loss", [])),
                     "seconds": result.seconds,
                     "history": result.history.get("loss", []),
-                    "profiles": np.array([p[0] for p in history.profiles]),
+                    "profiles": np.array([p[0] for p in history.profiles]) if profiles else None,
                 }
             )
             if keep_weights:

@@ -123,6 +123,11 @@ def test_compare_models_runs_equal_independent_training(rows):
     )
     assert len(records) == 1
     np.testing.assert_allclose(records[0]["history"], alone.history["loss"], rtol=1e-6)
+    # without profiles the run is the same; only the measurement is skipped
+    runs = [("identity", "rows")]
+    quiet = compare_models(models, {"rows": rows}, [2], runs=runs, profiles=False, **budget)
+    assert quiet[0]["profiles"] is None
+    np.testing.assert_allclose(quiet[0]["history"], alone.history["loss"], rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -137,6 +142,7 @@ def test_compare_models_runs_equal_independent_training(rows):
         ({"runs": ["a"]}, TypeError, "runs must hold"),
         ({"callbacks": []}, TypeError, "sets the callbacks itself"),
         ({"keep_weights": 1}, TypeError, "keep_weights must be True or False"),
+        ({"profiles": "yes"}, TypeError, "profiles must be True or False"),
     ],
 )
 def test_bad_arguments_are_named(rows, kwargs, error, match):

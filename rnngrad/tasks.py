@@ -1,13 +1,17 @@
-"""Synthetic long-range tasks: NumPy arrays, seeded, with their trivial baselines.
+"""Long-range tasks as NumPy arrays, seeded, with their trivial baselines.
 
-Both tasks put the information the model needs at the start of a long sequence and ask
-for it at the end, so they can only be solved if gradients carry credit across the
-whole gap (Hochreiter & Schmidhuber 1997; Arjovsky, Shah & Bengio 2016).
+The synthetic tasks put the information the model needs at the start of a long sequence
+and ask for it at the end, so they can only be solved if gradients carry credit across
+the whole gap (Hochreiter & Schmidhuber 1997; Arjovsky, Shah & Bengio 2016).
+:func:`sequential_digits` reads real images pixel by pixel, a miniature of the
+sequential MNIST benchmark (Le, Jaitly & Hinton 2015), from the 8x8 digits that
+scikit-learn ships (nothing is downloaded).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -18,11 +22,19 @@ ADDING_BASELINE_MSE: float = 1.0 / 6.0
 
 __all__ = [
     "ADDING_BASELINE_MSE",
+    "DIGITS_PERMUTATION_SEED",
     "adding_problem",
     "copy_memory",
     "copy_memory_baseline",
+    "digits_permutation",
     "one_hot",
+    "sequential_digits",
 ]
+
+DIGITS_PERMUTATION_SEED: int = 14
+"""Seed of the one fixed permutation of the 64 pixel positions used by
+``sequential_digits(permuted=True)``; it does not depend on the split's seed, so every
+split of the permuted task reads the pixels in the same order."""
 
 
 def adding_problem(n: int, length: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -176,3 +188,84 @@ def one_hot(tokens: np.ndarray, depth: int) -> np.ndarray:
             f"tokens must lie in [0, {depth}), got values from {tokens.min()} to {tokens.max()}"
         )
     return np.eye(depth, dtype=np.float32)[tokens]
+
+
+def digits_permutation() -> np.ndarray:
+    """The fixed permutation of the 64 pixel positions of the permuted digits task.
+
+    Drawn once from :data:`DIGITS_PERMUTATION_SEED`: step ``t`` of a permuted sequence
+    is pixel ``digits_permutation()[t]`` of the image in row-major order.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64, shape ``(64,)``, a permutation of ``0 .. 63``.
+
+    Examples
+    --------
+    >>> p = digits_permutation()
+    >>> sorted(p.tolist()) == list(range(64))
+    True
+    """
+    return np.random.default_rng(DIGITS_PERMUTATION_SEED).permutation(64)
+
+
+def sequential_digits(
+    *, permuted: bool = False, seed: int = 0, test_fraction: float = 0.25
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The 8x8 digits read pixel by pixel: 64-step sequences of one feature, 10 classes.
+
+    The 1,797 handwritten digits that scikit-learn ships
+    (:func:`sklearn.datasets.load_digits`, nothing is downloaded) are read in row-major
+    order, one pixel per step, as sequential MNIST reads its 28x28 images
+    (Le, Jaitly & Hinton 2015). Pixel intensities (integers 0 to 16) are divided by
+    16. A seeded shuffle splits all the images into a training and a test set.
+
+    Parameters
+    ----------
+    permuted : bool, default False
+        Read the pixels in the order of one fixed permutation
+        (:func:`digits_permutation`), the same for every image and every ``seed``: the
+        permuted task spreads the dependencies over the whole sequence.
+    seed : int, default 0
+        Seed of the shuffle that splits the images.
+    test_fraction : float, default 0.25
+        Share of the images in the test set, in (0, 1); the test set has
+        ``round(test_fraction * 1797)`` images, at least one, and so does the
+        training set.
+
+    Returns
+    -------
+    (x_train, y_train), (x_test, y_test) : tuple of numpy.ndarray
+        ``x`` float32 of shape ``(n, 64, 1)`` with values in [0, 1]; ``y`` int32 of
+        shape ``(n,)`` with labels 0 to 9.
+
+    Examples
+    --------
+    >>> (x, y), (x_test, y_test) = sequential_digits(seed=0)
+    >>> x.shape, x_test.shape, y.dtype
+    ((1348, 64, 1), (449, 64, 1), dtype('int32'))
+    >>> rows = x.reshape(-1, 8, 8)  # row by row: 8 steps of 8 features
+    """
+    if not isinstance(permuted, bool | np.bool_):
+        raise TypeError(f"permuted must be True or False, got {type(permuted).__name__}")
+    seed = check_int("seed", seed, minimum=0)
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real):
+        raise TypeError(f"test_fraction must be a real number, got {type(test_fraction).__name__}")
+    test_fraction = float(test_fraction)
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    from sklearn.datasets import load_digits  # imported here: the other tasks need no sklearn
+
+    digits = load_digits()
+    n = len(digits.target)
+    n_test = round(test_fraction * n)
+    if not 1 <= n_test <= n - 1:
+        raise ValueError(f"test_fraction={test_fraction} leaves an empty split of the {n} images")
+    x = (digits.images.reshape(n, 64) / 16.0).astype(np.float32)
+    if permuted:
+        x = x[:, digits_permutation()]
+    y = digits.target.astype(np.int32)
+    order = np.random.default_rng(seed).permutation(n)
+    test, train = order[:n_test], order[n_test:]
+    return (x[train, :, None], y[train]), (x[test, :, None], y[test])

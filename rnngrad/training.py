@@ -7,7 +7,8 @@ rate or a schedule such as :class:`~rnngrad.schedules.WarmupDecay`), fits it, an
 returns a :class:`TrainResult` that keeps the history even when the loss becomes NaN or
 infinite: divergence is a result, not a crash. :func:`train_seeds` repeats a run over
 seeds reusing one compiled model, since tracing a recurrent model costs seconds
-(:func:`rnngrad.sweeps.sweep` does settings x seeds). The callbacks live in
+(:func:`rnngrad.sweeps.sweep` does settings x seeds); :class:`Trainer` is that reuse on
+its own, for runs on different data too. The callbacks live in
 :mod:`rnngrad.callbacks`; ``StopOnNonFinite`` is still importable from here.
 """
 
@@ -29,6 +30,8 @@ from rnngrad.callbacks import StopOnNonFinite
 __all__ = [
     "OPTIMIZERS",
     "TrainResult",
+    "Trainer",
+    "architecture_key",
     "make_optimizer",
     "train",
     "train_seeds",
@@ -222,7 +225,7 @@ def train_seeds(
     """
     seeds = _check_seeds(seeds)
     _check_evaluate(evaluate)
-    runner = _Runner(train_kwargs)
+    runner = Trainer(train_kwargs)
     results = []
     for index, seed in enumerate(seeds):
         results.append(runner.run(build(seed), x, y, seed, evaluate=evaluate))
@@ -230,14 +233,49 @@ def train_seeds(
     return results
 
 
-class _Runner:
-    """One compiled model, reused for runs that start from fresh weights."""
+class Trainer:
+    """One compiled model, reused for many runs that each start from fresh weights.
 
-    def __init__(self, train_kwargs: Mapping[str, Any]) -> None:
-        kwargs = dict(train_kwargs)
+    Tracing a recurrent model's training step costs seconds; :func:`train_seeds` and
+    :func:`rnngrad.sweeps.sweep` avoid paying it for every seed by compiling the first
+    model and, for every later run, loading the fresh model's weights into it and
+    resetting the optimizer's state (step count, moments). The run is then the same as
+    training the fresh model from scratch with :func:`train`. A ``Trainer`` does the
+    same for runs on different data too (a task and its permuted version, longer
+    sequences; new input shapes retrace once), as long as every fresh model has the
+    architecture of the first one: a model that differs in anything but its weights
+    (layer types, sizes, activations) is refused.
+
+    Parameters
+    ----------
+    **train_kwargs
+        Options of :func:`train` (``epochs`` is required): the optimizer, learning
+        rate, clipping and loss are fixed at the first compile; ``batch_size``,
+        ``validation_data``, ``callbacks`` and ``verbose`` apply to every fit.
+
+    Attributes
+    ----------
+    model : keras.Model or None
+        The compiled model, None before the first run.
+
+    Examples
+    --------
+    >>> import rnngrad
+    >>> x, y = rnngrad.tasks.adding_problem(64, 10, seed=0)
+    >>> trainer = Trainer(epochs=1, learning_rate=0.01)
+    >>> runs = [
+    ...     trainer.run(rnngrad.build_rnn("simple", 4, input_dim=2, seed=s), x, y, seed=s)
+    ...     for s in (0, 1)
+    ... ]
+    >>> len(runs), runs[0].seed, runs[1].seed
+    (2, 0, 1)
+    """
+
+    def __init__(self, train_kwargs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        kwargs = {**dict(train_kwargs or {}), **kwargs}
         self.fit_args = {key: kwargs.pop(key) for key in _FIT_OPTIONS if key in kwargs}
         if "epochs" not in self.fit_args:
-            raise TypeError("train_seeds and sweep need epochs=... for train()")
+            raise TypeError("train_seeds, sweep and Trainer need epochs=... for train()")
         kwargs.pop("seed", None)
         self.compile_args = (
             kwargs.pop("optimizer", "adam"),
@@ -250,6 +288,7 @@ class _Runner:
         if kwargs:
             raise TypeError(f"unexpected arguments for train(): {sorted(kwargs)}")
         self.model: keras.Model | None = None
+        self._architecture: str | None = None
 
     def run(
         self,
@@ -260,12 +299,45 @@ class _Runner:
         *,
         evaluate: Evaluation | None = None,
         learning_rate: Any = None,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
     ) -> TrainResult:
+        """Train ``fresh``'s weights on ``(x, y)`` in the compiled model.
+
+        Parameters
+        ----------
+        fresh : keras.Model
+            A model with the initial weights of this run; after the first run, only
+            its weights are used.
+        x, y : array-like
+            Training data.
+        seed : int
+            Seeds everything (shuffling included) before the fit.
+        evaluate : callable, optional
+            ``model -> float or dict``, called on the trained model; the values go to
+            ``TrainResult.extra`` (a float under ``"score"``).
+        learning_rate : float, optional
+            A new learning rate for this run (a variable of the optimizer: no
+            retracing).
+        callbacks : sequence of keras.callbacks.Callback
+            Callbacks for this run only, after the configured ones.
+
+        Returns
+        -------
+        TrainResult
+        """
         if not isinstance(fresh, keras.Model):
             raise TypeError(f"build must return a keras.Model, got {type(fresh).__name__}")
+        seed = check_int("seed", seed, minimum=0)
+        architecture = architecture_key(fresh)
         if self.model is None:
             self.model = fresh
+            self._architecture = architecture
             _compile(self.model, *self.compile_args)
+        elif architecture != self._architecture:
+            raise ValueError(
+                "fresh must have the architecture of the model this Trainer compiled "
+                f"first ({self.model.name!r}); {fresh.name!r} differs in more than its weights"
+            )
         else:
             self.model.set_weights(fresh.get_weights())
             _reset_optimizer(self.model.optimizer)
@@ -280,7 +352,7 @@ class _Runner:
             args["epochs"],
             args.get("batch_size", 32),
             args.get("validation_data"),
-            args.get("callbacks", ()),
+            [*args.get("callbacks", ()), *callbacks],
             seed,
             args.get("verbose", 0),
         )
@@ -288,6 +360,40 @@ class _Runner:
             value = evaluate(self.model)
             result.extra.update(value if isinstance(value, Mapping) else {"score": float(value)})
         return result
+
+
+_Runner = Trainer  # the name rnngrad.sweeps imports
+
+
+def architecture_key(model: keras.Model) -> str:
+    """A text that two models share exactly when they differ in nothing but their weights.
+
+    It lists every layer's type and configuration (names, initializers and seeds
+    left out) and every weight's shape, so a model built again with another seed or
+    another initialization has the same key, and one with another size, activation or
+    layer type has a different key.
+
+    Examples
+    --------
+    >>> import rnngrad
+    >>> a = rnngrad.build_rnn("simple", 4, input_dim=1, seed=0)
+    >>> b = rnngrad.build_rnn("simple", 4, input_dim=1, seed=1, recurrent_initializer="identity")
+    >>> c = rnngrad.build_rnn("simple", 4, input_dim=1, activation="relu")
+    >>> architecture_key(a) == architecture_key(b), architecture_key(a) == architecture_key(c)
+    (True, False)
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
+    layers = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        config = {
+            key: value
+            for key, value in layer.get_config().items()
+            if key != "name" and key != "seed" and not key.endswith("_initializer")
+        }
+        layers.append(f"{type(layer).__name__}{sorted(config.items(), key=lambda kv: kv[0])}")
+    shapes = [tuple(weight.shape) for weight in model.weights]
+    return repr((layers, shapes))
 
 
 def _check_seeds(seeds: Sequence[int]) -> list[int]:

@@ -10,7 +10,9 @@ from rnngrad.tasks import (
     adding_problem,
     copy_memory,
     copy_memory_baseline,
+    digits_permutation,
     one_hot,
+    sequential_digits,
 )
 
 
@@ -86,8 +88,71 @@ def test_one_hot():
         (lambda: copy_memory_baseline(5, copy_len=0), ValueError, "copy_len"),
         (lambda: one_hot([0, 5], 3), ValueError, "tokens must lie in"),
         (lambda: one_hot([0.5], 3), TypeError, "tokens must hold integers"),
+        (lambda: sequential_digits(permuted=1), TypeError, "permuted must be True or False"),
+        (lambda: sequential_digits(seed=-1), ValueError, "seed must be >= 0"),
+        (lambda: sequential_digits(seed=1.0), TypeError, "seed must be an integer"),
+        (lambda: sequential_digits(test_fraction=0.0), ValueError, "test_fraction must lie"),
+        (lambda: sequential_digits(test_fraction=1), ValueError, "test_fraction must lie"),
+        (lambda: sequential_digits(test_fraction="0.2"), TypeError, "test_fraction must be"),
+        (lambda: sequential_digits(test_fraction=1e-4), ValueError, "empty split"),
     ],
 )
 def test_bad_arguments_are_named(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    return load_digits()
+
+
+def test_sequential_digits_shapes_dtypes_and_ranges():
+    (x, y), (x_test, y_test) = sequential_digits(seed=0)
+    assert x.shape == (1348, 64, 1) and x_test.shape == (449, 64, 1)  # 449 = round(0.25 * 1797)
+    assert y.shape == (1348,) and y_test.shape == (449,)
+    assert x.dtype == x_test.dtype == np.float32 and y.dtype == y_test.dtype == np.int32
+    assert x.min() == 0.0 and x.max() == 1.0 and x_test.min() >= 0.0 and x_test.max() <= 1.0
+    assert set(np.unique(np.concatenate([y, y_test]))) == set(range(10))
+
+
+@pytest.mark.parametrize("fraction, n_test", [(0.1, 180), (0.5, 898), (0.9, 1617)])
+def test_split_sizes_follow_the_test_fraction(fraction, n_test):
+    (x, _), (x_test, _) = sequential_digits(seed=3, test_fraction=fraction)
+    assert len(x_test) == n_test == round(fraction * 1797) and len(x) + len(x_test) == 1797
+
+
+def test_the_split_is_a_disjoint_cover_of_all_images_read_in_row_major_order(digits):
+    (x, y), (x_test, y_test) = sequential_digits(seed=5)
+    images = np.concatenate([x, x_test])[:, :, 0]  # (1797, 64)
+    labels = np.concatenate([y, y_test])
+    expected = (digits.images.reshape(1797, 64) / 16.0).astype(np.float32)
+    # train + test is the data set, each (image, label) used exactly once: equal as
+    # multisets (compared sorted, as bytes), which also makes the two sets disjoint
+    got = sorted(map(bytes, np.column_stack([images, labels]).astype(np.float32)))
+    want = np.column_stack([expected, digits.target]).astype(np.float32)
+    assert got == sorted(map(bytes, want))
+
+
+def test_the_split_is_seeded():
+    first, again = sequential_digits(seed=2), sequential_digits(seed=2)
+    other = sequential_digits(seed=3)
+    for a, b in zip(first, again):
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(first[0][1], other[0][1])
+
+
+def test_permuted_applies_one_fixed_bijection_to_every_image():
+    permutation = digits_permutation()
+    assert sorted(permutation.tolist()) == list(range(64))
+    assert not np.array_equal(permutation, np.arange(64))
+    assert np.array_equal(permutation, digits_permutation())
+    for seed in (0, 7):  # the permutation does not depend on the split's seed
+        (x, y), (x_test, y_test) = sequential_digits(seed=seed)
+        (xp, yp), (xp_test, yp_test) = sequential_digits(seed=seed, permuted=True)
+        assert np.array_equal(y, yp) and np.array_equal(y_test, yp_test)
+        assert np.array_equal(xp, x[:, permutation]) and np.array_equal(
+            xp_test, x_test[:, permutation]
+        )

@@ -84,3 +84,51 @@ def test_mismatched_data_is_named(data):
     x, y = data
     with pytest.raises(ValueError, match="same number of examples"):
         training.train(rnngrad.build_rnn("simple", 4, input_dim=2), x, y[:10], epochs=1)
+
+
+def test_trainer_reuses_one_compiled_model_across_data_and_equals_fresh_training(data):
+    x, y = data
+    x_long, y_long = adding_problem(256, 25, seed=1)  # other data, other length
+
+    def build(seed):
+        return rnngrad.build_rnn("simple", 6, input_dim=2, seed=seed)
+
+    trainer = training.Trainer(epochs=2, learning_rate=0.01)
+    trainer.run(build(0), x, y, seed=0)
+    compiled = trainer.model
+    reused = trainer.run(build(1), x_long, y_long, seed=1)
+    fresh = training.train(build(1), x_long, y_long, epochs=2, learning_rate=0.01, seed=1)
+    assert trainer.model is compiled
+    np.testing.assert_allclose(reused.history["loss"], fresh.history["loss"], rtol=1e-6)
+
+
+def test_trainer_refuses_another_architecture(data):
+    x, y = data
+    trainer = training.Trainer(epochs=1)
+    trainer.run(rnngrad.build_rnn("simple", 6, input_dim=2), x, y, seed=0)
+    relu = rnngrad.build_rnn("simple", 6, input_dim=2, activation="relu")
+    with pytest.raises(ValueError, match="fresh must have the architecture"):
+        trainer.run(relu, x, y, seed=0)
+    with pytest.raises(TypeError, match="epochs"):
+        training.Trainer(batch_size=4)
+
+
+def test_architecture_key_ignores_weights_and_initializers_only():
+    key = training.architecture_key
+    base = rnngrad.build_rnn("gru", 4, input_dim=1, seed=0)
+    same = [
+        rnngrad.build_rnn("gru", 4, input_dim=1, seed=9),
+        rnngrad.build_rnn("gru", 4, input_dim=1, chrono_length=50),
+        rnngrad.build_rnn("gru", 4, input_dim=1, recurrent_initializer="identity"),
+    ]
+    other = [
+        rnngrad.build_rnn("gru", 5, input_dim=1),
+        rnngrad.build_rnn("lstm", 4, input_dim=1),
+        rnngrad.build_rnn("gru", 4, input_dim=2),
+        rnngrad.build_rnn("gru", 4, input_dim=1, activation="relu"),
+        rnngrad.build_rnn("gru", 4, input_dim=1, output_activation="softmax"),
+    ]
+    assert all(key(m) == key(base) for m in same)
+    assert all(key(m) != key(base) for m in other)
+    with pytest.raises(TypeError, match=r"model must be a keras\.Model"):
+        key("gru")

@@ -92,7 +92,7 @@ class LayerReport:
     max_transport: float  # the largest transport over lags
     transport: list[float] = field(repr=False)  # by lag 0, 1, ... (1 at lag 0)
     profile: list[float] = field(repr=False)  # ||dL/dh_t||, t = 1..T, input time
-    first_step_ratio: float | None = None  # profile at its first over its last counted step
+    first_step_ratio: float | None = None  # loss gradient, first over last processed step
     non_finite: int = 0  # inf/NaN entries in the profile and transport
     spectral_radius: dict[str, float] = field(default_factory=dict)  # per gate block of W_h
     sigma_max: dict[str, float] = field(default_factory=dict)
@@ -283,7 +283,6 @@ def _layer_report(
         )
     rate = decay_rate(transport[::-1]) if transport.size > 1 else float("nan")
     below = np.nonzero(np.isfinite(transport) & (transport < rules["vanishing_ratio"]))[0]
-    last = counted[-1] if counted.size else 0.0
     rho, sigma, sigma_min = {}, {}, {}
     if row.family is not None:
         for gate in GATES[row.family]:
@@ -305,7 +304,7 @@ def _layer_report(
         max_transport=float(finite.max()) if finite.size == transport.size else float("inf"),
         transport=[float(v) for v in transport],
         profile=[float(v) for v in profile],
-        first_step_ratio=float(counted[0] / last) if last > 0 and np.isfinite(last) else None,
+        first_step_ratio=_first_over_last(counted, row.backwards),
         non_finite=int(np.count_nonzero(~np.isfinite(counted)))
         + int(np.count_nonzero(~np.isfinite(transport))),
         spectral_radius=rho,
@@ -318,20 +317,32 @@ def _layer_report(
 # --------------------------------------------------------------------------- suggestions
 
 
+def _first_over_last(counted: np.ndarray, backwards: bool) -> float | None:
+    """The loss gradient at the first processed step over the last processed one (a
+    backward row processes input time from its end); None if the last one is zero."""
+    if counted.size == 0:
+        return None
+    first, last = (counted[-1], counted[0]) if backwards else (counted[0], counted[-1])
+    if not (np.isfinite(last) and last > 0):
+        return None
+    return float(first / last)
+
+
 def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
 def _suggestions(report: DiagnosisReport, rules: dict[str, float]) -> list[Suggestion]:
-    """What to try, from the measurements: each names its layer and its evidence, none
-    repeats what the model already does, none contradicts another for the same layer."""
+    """What to try, from the measurements: each names its layers and its evidence, none
+    repeats what the model already does, and rows that need the same change share one
+    suggestion."""
     links = chapter_links()
-    found: list[Suggestion] = []
+    found: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
 
-    def add(key: str, action: str, evidence: str) -> None:
-        if any(s.action == action for s in found):
-            return
-        found.append(Suggestion(action, evidence, links[key]["title"], links[key]["page"]))
+    def add(key: str, action: str, name: str, evidence: str) -> None:
+        names, evidences = found.setdefault((key, action), ([], []))
+        names.append(name)
+        evidences.append(evidence)
 
     ranked = sorted(
         report.layers,
@@ -345,7 +356,8 @@ def _suggestions(report: DiagnosisReport, rules: dict[str, float]) -> list[Sugge
         if layer.verdict == NO_SIGNAL:
             add(
                 "diagnose",
-                f"check how {name} is wired to the output",
+                "check how {layers} connect to the output",
+                name,
                 f"the loss gradient is zero at every step of {name} on this data",
             )
         elif layer.verdict == "exploding":
@@ -362,13 +374,15 @@ def _suggestions(report: DiagnosisReport, rules: dict[str, float]) -> list[Sugge
             if sigma is not None and sigma > 1.0:
                 add(
                     "init",
-                    f"scale down the recurrent matrix of {name} (e.g. orthogonal with gain 1)",
+                    "scale down the recurrent matrix of {layers} (e.g. orthogonal with gain 1)",
+                    name,
                     f"{evidence}; its largest singular value is {sigma:.3g}, above 1",
                 )
             add(
                 "remedies",
-                "bound the update with global_clipnorm (set near the median gradient norm) "
-                "if training is unstable; clipping bounds the step, not the growth",
+                "if training is unstable, bound each update with global_clipnorm (set near "
+                "the median gradient norm); clipping bounds the step, not the growth",
+                name,
                 f"{evidence}; the global gradient norm is {report.global_gradient_norm:.3g}",
             )
         elif layer.verdict == "vanishing":
@@ -378,22 +392,40 @@ def _suggestions(report: DiagnosisReport, rules: dict[str, float]) -> list[Sugge
                 "per step)"
             )
             _vanishing_suggestions(layer, evidence, lags, vanishing_ratio, add)
-    return found
+    return [
+        Suggestion(
+            action.format(layers=_join(names)),
+            "; ".join(evidences),
+            links[key]["title"],
+            links[key]["page"],
+        )
+        for (key, action), (names, evidences) in found.items()
+    ]
+
+
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _vanishing_suggestions(layer, evidence, lags, vanishing_ratio, add) -> None:
     name = layer.name
     if layer.cell == "simple":
-        add("gating", f"replace {name} by an LSTM or GRU layer", evidence)
+        add("gating", "replace {layers} by an LSTM or GRU layer", name, evidence)
         sigma = layer.sigma_max.get("h")
         smallest = layer.sigma_min.get("h")
         orthogonal = sigma is not None and abs(sigma - 1) < 0.05 and abs(smallest - 1) < 0.05
         if sigma is not None and not orthogonal:
+            spread = (
+                f"all {sigma:.3g}"
+                if math.isclose(sigma, smallest, rel_tol=1e-3)
+                else f"from {smallest:.3g} to {sigma:.3g}"
+            )
             add(
                 "init",
-                f"initialize the recurrent matrix of {name} orthogonal with gain 1 (or identity "
-                "with ReLU)",
-                f"{evidence}; its singular values span {smallest:.3g} to {sigma:.3g}",
+                "initialize the recurrent matrix of {layers} orthogonal with gain 1 (or "
+                "identity with ReLU)",
+                name,
+                f"{evidence}; its singular values are {spread}",
             )
         return
     keep_name = {"lstm": "f", "gru": "z"}.get(layer.cell)
@@ -406,8 +438,9 @@ def _vanishing_suggestions(layer, evidence, lags, vanishing_ratio, add) -> None:
         if keep < needed:
             add(
                 "gating",
-                f"raise the {gate}-gate bias of {name} to about {_logit(needed):.1f} (mean "
+                f"raise the {gate}-gate bias of {{layers}} to about {_logit(needed):.1f} (mean "
                 f"{gate} gate {needed:.3f}), e.g. by chrono initialization",
+                name,
                 f"{evidence}; its mean {gate} gate is {keep:.3f} (bias about "
                 f"{_logit(min(max(keep, 1e-6), 1 - 1e-6)):.1f}), and keeping {vanishing_ratio:g} "
                 f"of the gradient over {lags} steps needs at least {needed:.3f}",
@@ -415,8 +448,9 @@ def _vanishing_suggestions(layer, evidence, lags, vanishing_ratio, add) -> None:
             return
     add(
         "long",
-        f"shorten the dependencies {name} must carry (shorter sequences, or a summary of "
+        "shorten the dependencies {layers} must carry (shorter sequences, or a summary of "
         "the early steps fed later)",
+        name,
         evidence,
     )
 

@@ -356,7 +356,7 @@ def _suggestions(report: DiagnosisReport, rules: dict[str, float]) -> list[Sugge
         if layer.verdict == NO_SIGNAL:
             add(
                 "diagnose",
-                "check how {layers} connect to the output",
+                "check the path from {layers} to the output",
                 name,
                 f"the loss gradient is zero at every step of {name} on this data",
             )

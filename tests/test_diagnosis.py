@@ -134,7 +134,7 @@ def test_a_layer_the_loss_does_not_reach_has_no_signal():
     )
     report = diagnose(model, np.ones((3, 10, 2)), np.ones((3, 1)))
     assert report.layers[0].verdict == NO_SIGNAL and report.verdict == NO_SIGNAL
-    assert "wired" in report.suggestions[0].action
+    assert "check the path from gru" in report.suggestions[0].action
 
 
 def test_suggestions_do_not_repeat_what_the_model_already_does(x):

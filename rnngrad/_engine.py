@@ -59,6 +59,9 @@ LOSS_NAMES = (
 
 STATES = ("h", "c", "all")
 
+# jit_compile="auto" switches to XLA after this many runs of the same compiled probe.
+XLA_AFTER_RUNS = 2
+
 # The forward self-check: the replay must reproduce the model within this relative error.
 SELF_CHECK_TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
 
@@ -693,36 +696,56 @@ def run_probe(
     return acc.finish(jit_used)
 
 
+@dataclass
+class _ProbeEntry:
+    """The compiled probes of one model, loss, option set and input signature."""
+
+    graph: _CompiledProbe | None = None  # TensorFlow's own kernels: reproduces Keras exactly
+    xla: _CompiledProbe | None = None  # faster on a CPU once compiled
+    runs: int = 0
+    xla_failed: bool = False  # XLA's forward pass did not reproduce the model
+
+
 def _run_batch(model, layers, wrappers, names, spec, state, batch, jit_compile, transport, gates):
-    x_in, y_in, rows = batch.x, batch.y, None
-    if transport:  # the batch, then its transport copy
-        x_in = tf.nest.map_structure(lambda a: np.concatenate([a, a]), x_in)
-        y_in = None if y_in is None else np.concatenate([y_in, y_in])
-        rows = (np.repeat([False, True], batch.size), transport_directions(batch.size, layers))
+    """Run the probe on one batch, choosing and checking its compiled form.
+
+    ``jit_compile="auto"`` runs TensorFlow's own kernels for the first runs of a probe
+    and XLA from its third run on: a probe run once or twice (a diagnosis, before and
+    after a fix) skips XLA's compile time, which for stacked or bidirectional layers is
+    many seconds; a probe run again and again (a training monitor, a benchmark) gets its
+    speed. Every compiled form is checked on its first run; an XLA form that does not
+    reproduce the model is not used again.
+    """
+    x_in, y_in = batch.x, batch.y
+    directions = transport_directions(batch.size, layers) if transport else None
     specs = _specs(x_in, y_in, transport)
-    key = (spec.key, state, y_in is None, transport, gates, jit_compile, repr(specs))
-    per_model = _CACHE.setdefault(model, {})
-    compiled = per_model.get(key)
-    if compiled is None:
-        use_jit = jit_compile if isinstance(jit_compile, bool) else True
-        compiled = _compile(model, layers, wrappers, spec, state, specs, use_jit, transport, gates)
-        per_model[key] = compiled
-    result = _call(compiled, model, x_in, y_in, rows)
-    if not compiled.checked:
-        mismatch = _self_check(model, compiled, names, result, x_in, batch.size)
-        if mismatch is not None and compiled.jit:
-            # XLA's fused arithmetic can drift from Keras's forward pass (a chaotic network
-            # amplifies rounding); TensorFlow's own kernels reproduce it exactly.
-            compiled = _compile(
-                model, layers, wrappers, spec, state, specs, False, transport, gates
+    key = (spec.key, state, y_in is None, transport, gates, repr(specs))
+    entry = _CACHE.setdefault(model, {}).setdefault(key, _ProbeEntry())
+    entry.runs += 1
+    want_xla = jit_compile is True or (jit_compile == "auto" and entry.runs > XLA_AFTER_RUNS)
+    if want_xla and not entry.xla_failed:
+        if entry.xla is None:
+            entry.xla = _compile(
+                model, layers, wrappers, spec, state, specs, True, transport, gates
             )
-            per_model[key] = compiled
-            result = _call(compiled, model, x_in, y_in, rows)
-            mismatch = _self_check(model, compiled, names, result, x_in, batch.size)
+        result = _call(entry.xla, model, x_in, y_in, directions)
+        if entry.xla.checked:
+            return result, entry.xla
+        # XLA's fused arithmetic can drift from Keras's forward pass (a chaotic network
+        # amplifies rounding); then TensorFlow's own kernels are used instead.
+        if _self_check(model, entry.xla, names, result, x_in) is None:
+            entry.xla.checked = True
+            return result, entry.xla
+        entry.xla_failed, entry.xla = True, None
+    if entry.graph is None:
+        entry.graph = _compile(model, layers, wrappers, spec, state, specs, False, transport, gates)
+    result = _call(entry.graph, model, x_in, y_in, directions)
+    if not entry.graph.checked:
+        mismatch = _self_check(model, entry.graph, names, result, x_in)
         if mismatch is not None:
             raise ValueError(mismatch)
-        compiled.checked = True
-    return result, compiled
+        entry.graph.checked = True
+    return result, entry.graph
 
 
 def _specs(x: Any, y: Any, transport: bool) -> list:
@@ -732,16 +755,16 @@ def _specs(x: Any, y: Any, transport: bool) -> list:
     if y is not None:
         specs.append(tf.TensorSpec((None, *y.shape[1:]), y.dtype))
     if transport:
-        specs.append((tf.TensorSpec((None,), tf.bool), tf.TensorSpec((None, None), tf.float32)))
+        specs.append(tf.TensorSpec((None, None), tf.float32))  # the directions u
     return specs
 
 
-def _call(compiled: _CompiledProbe, model, x, y, rows) -> dict:
+def _call(compiled: _CompiledProbe, model, x, y, directions) -> dict:
     args = [x]
     if y is not None:
         args.append(y)
-    if rows is not None:
-        args.append(rows)
+    if directions is not None:
+        args.append(directions)
     try:
         with _quiet_retracing_warnings():
             return compiled.function(*args)
@@ -758,33 +781,39 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
     def probe(*args):
         x = args[0]
         y = args[1] if has_targets else None
-        rows, directions = args[-1] if transport else (None, None)
+        directions = args[-1] if transport else None
         model = model_ref()
         with tf.GradientTape() as tape:
-            recorder = Recorder(tape=tape, state=state, transport_rows=rows, gates=gates)
+            recorder = Recorder(tape=tape, state=state, gates=gates)
             with patched_layers(layers, recorder, wrappers):
                 y_pred = model(x, training=False)
             if isinstance(y_pred, (list, tuple, dict)):
                 raise ValueError(f"model {model.name!r} has several outputs; the probe needs one")
             per_example = spec.per_example(y, y_pred)  # (B,)
-            if rows is None:
-                total = tf.reduce_sum(per_example)  # example i's states only affect L_i
-            else:
-                flags = tf.cast(rows, per_example.dtype)
-                total = tf.reduce_sum(per_example * (1.0 - flags))
-                for call in recorder.calls:
-                    total += _transport_term(call, flags, directions)
+            total = tf.reduce_sum(per_example)  # example i's states only affect L_i
+            perturbations = [c.perturbations for c in recorder.calls]
+            if transport:  # a second pass of the same batch: each layer's own recurrence
+                copy = Recorder(tape=tape, state="h", transport=True)
+                with patched_layers(layers, copy, wrappers):
+                    model(x, training=False)
+                for call in copy.calls:
+                    total += _transport_term(call, directions)
+                perturbations += [c.perturbations for c in copy.calls]
         if not recorder.calls:
             raise ValueError(f"model {model.name!r} never called its recurrent layers")
         compiled.calls[:] = [(c.layer, c.kind, c.backwards) for c in recorder.calls]
         grads = tape.gradient(  # the one backward pass, for every layer at once
-            total,
-            [c.perturbations for c in recorder.calls],
-            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            total, perturbations, unconnected_gradients=tf.UnconnectedGradients.ZERO
         )
         out: dict[str, Any] = {"y_pred": y_pred, "gradients": [], "norms": [], "masks": []}
         out["gate_sums"], out["gate_counts"], out["captures"] = [], [], []
-        for call, group in zip(recorder.calls, grads):
+        out["transport"] = []
+        main = len(recorder.calls)
+        for call, group in zip(copy.calls if transport else [], grads[main:]):
+            g = tf.concat(group, axis=-1)  # (T, B, units), processing order
+            norms = tf.transpose(tf.norm(tf.cast(g, tf.float64), axis=-1))  # (B, T)
+            out["transport"].append(tf.reverse(norms, [1]) if call.backwards else norms)
+        for call, group in zip(recorder.calls, grads[:main]):
             g = tf.transpose(tf.concat(group, axis=-1), [1, 0, 2])  # (B, T, width)
             if call.backwards:
                 g = tf.reverse(g, [1])  # processing order -> input time
@@ -815,15 +844,13 @@ def transport_directions(examples: int, layers: list[keras.layers.RNN]) -> np.nd
     return np.random.default_rng(7919).standard_normal((examples, width)).astype("float32")
 
 
-def _transport_term(call: LayerCall, flags: tf.Tensor, directions: tf.Tensor) -> tf.Tensor:
-    """sum over the copy (the second half of the rows) of u_i . h_T, u_i the example's
-    fixed random unit vector (:func:`transport_directions`)."""
-    h = call.final_state  # (2B, units): the batch, then its copy
-    half = tf.shape(h)[0] // 2
+def _transport_term(call: LayerCall, directions: tf.Tensor) -> tf.Tensor:
+    """sum over the batch of u_i . h_T, u_i the example's fixed random unit vector
+    (:func:`transport_directions`)."""
+    h = call.final_state  # (B, units)
     u = directions[:, : h.shape[-1]]
     u = u / tf.norm(u, axis=-1, keepdims=True)
-    dots = tf.reduce_sum(tf.cast(h[half:], tf.float32) * u, axis=-1)
-    return tf.reduce_sum(dots * flags[half:])
+    return tf.reduce_sum(tf.cast(h, tf.float32) * u)
 
 
 @contextlib.contextmanager
@@ -858,7 +885,7 @@ def _relative_error(ours: Any, ref: Any) -> float:
     return float(np.max(np.abs(a[finite] - b[finite])) / scale)
 
 
-def _self_check(model, compiled, names, result, x, size) -> str | None:
+def _self_check(model, compiled, names, result, x) -> str | None:
     """None if the replay reproduces the model, else a message naming what does not.
 
     Each recurrent layer call is checked on the very inputs it received (so errors do
@@ -878,18 +905,17 @@ def _self_check(model, compiled, names, result, x, size) -> str | None:
     captures = [
         {key: c[key] for key in ("inputs", "initial_state", "mask")} for c in result["captures"]
     ]
-    first = tf.nest.map_structure(lambda a: a[:size], x)
 
     @tf.function(autograph=False)
-    def references(captures, first):
+    def references(captures, x):
         outputs = []
         for layer, c in zip(layers, captures):
             out = layer(c["inputs"], initial_state=c["initial_state"], mask=c["mask"])
             outputs.append(out[0] if layer.return_state else out)
-        return outputs, model(first, training=False)
+        return outputs, model(x, training=False)
 
     with _quiet_retracing_warnings():
-        layer_outputs, model_output = references(captures, first)
+        layer_outputs, model_output = references(captures, x)
     for layer, capture, reference in zip(layers, result["captures"], layer_outputs):
         error = _relative_error(capture["output"], reference)
         tolerance = tolerance_of(layer.cell.compute_dtype)
@@ -900,7 +926,7 @@ def _self_check(model, compiled, names, result, x, size) -> str | None:
                 f"layer's own output (relative difference {error:.2g} > {tolerance:g}), so "
                 "the probe refuses to report gradients for this model"
             )
-    error = _relative_error(result["y_pred"][:size], model_output)
+    error = _relative_error(result["y_pred"], model_output)
     if error > model_tolerance:
         return (
             f"model {model.name!r}: the probe's forward pass does not reproduce model(x) "
@@ -940,17 +966,17 @@ class _Accumulator:
     def add(self, result: dict, size: int) -> None:
         self.examples += size
         for r, row in enumerate(self.rows):
-            norms = result["norms"][r].numpy()  # (B or 2B, T)
+            norms = result["norms"][r].numpy()  # (B, T)
             mask = result["masks"][r]
             mask = np.ones(norms.shape, bool) if mask is None else mask.numpy().astype(bool)
-            main, main_mask = norms[:size], mask[:size]
+            main, main_mask = norms, mask
             self.non_finite += int(np.count_nonzero(~np.isfinite(main[main_mask])))
             _grow_add(self.sums, r, np.where(main_mask, main, 0.0).sum(axis=0))
             _grow_add(self.counts, r, main_mask.sum(axis=0).astype(float))
             if self.gradients is not None:
-                self.gradients[r].append(result["gradients"][r].numpy()[:size])
+                self.gradients[r].append(result["gradients"][r].numpy())
             if self.t_sums is not None:
-                copy, copy_mask = norms[size:], mask[size:]
+                copy, copy_mask = result["transport"][r].numpy(), mask
                 if row.backwards:  # input time -> processing order
                     copy, copy_mask = copy[:, ::-1], copy_mask[:, ::-1]
                 # lag of a counted step = counted steps after it in processing order

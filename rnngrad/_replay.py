@@ -20,10 +20,10 @@ so that ``dL/d eps_t`` is the total derivative dL/dh_t. Two ways to run a step:
 Masks carry the state over masked steps, as Keras does; ``go_backwards`` layers run over
 the reversed sequence and return their outputs in processing order, as Keras does.
 
-Rows of the batch flagged in ``Recorder.transport_rows`` are the *transport copy* used
-by ``diagnose``: their recurrent layers see their inputs and initial states through
-``stop_gradient``, so the gradient of ``u . h_T`` (``u`` a fixed unit vector) reaches a
-layer's states only through that layer's own recurrence.
+A recorder in ``transport`` mode records the *transport pass* used by ``diagnose``, a
+second forward pass of the same batch in which every recurrent layer sees its inputs and
+initial states through ``stop_gradient``, so the gradient of ``u . h_T`` (``u`` a fixed
+unit vector) reaches a layer's states only through that layer's own recurrence.
 
 This module is private: the probe (``rnngrad._engine``) is its only user.
 """
@@ -90,7 +90,7 @@ class Recorder:
 
     tape: tf.GradientTape
     state: str  # "h", "c" or "all"
-    transport_rows: tf.Tensor | None = None  # (B,) bool: rows of the transport copy
+    transport: bool = False  # the transport pass: inputs and initial states as constants
     gates: bool = False  # sum the gate openings of stock LSTM/GRU layers
     calls: list[LayerCall] = field(default_factory=list)
 
@@ -155,11 +155,10 @@ def _replay(
     if initial_state is None:
         initial_state = layer.get_initial_state(batch_size=batch)
     states = [tf.cast(s, dtype) for s in tf.nest.flatten(initial_state)]
-    rows = recorder.transport_rows
     x = sequences
-    if rows is not None:  # the transport copy sees its inputs as constants
-        x = _block(x, rows)
-        states = [_block(s, rows) for s in states]
+    if recorder.transport:  # a layer's transport is its own recurrence's alone
+        x = tf.stop_gradient(x)
+        states = [tf.stop_gradient(s) for s in states]
     step_mask = None if mask is None else _as_step_mask(mask)  # (B, T) bool
 
     # Time-major, in processing order.
@@ -215,12 +214,6 @@ def _replay(
     if layer.return_state:
         return (output, *final_states)
     return output
-
-
-def _block(tensor: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
-    """``stop_gradient`` on the flagged rows only (rows: (B,) bool)."""
-    shape = tf.concat([tf.shape(rows), tf.ones([tensor.shape.rank - 1], tf.int32)], 0)
-    return tf.where(tf.reshape(rows, shape), tf.stop_gradient(tensor), tensor)
 
 
 def _as_step_mask(mask: Any) -> tf.Tensor:

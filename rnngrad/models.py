@@ -32,6 +32,7 @@ __all__ = [
     "recurrent_init_matrix",
     "recurrent_layers",
     "recurrent_matrix",
+    "set_forget_bias",
 ]
 
 CELLS = {"simple": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
@@ -291,6 +292,48 @@ def build_rnn(
                 bias[:units] = z_bias
             layer.cell.bias.assign(bias)
     return model
+
+
+def set_forget_bias(model: keras.Model, bias: float) -> list[str]:
+    """Set the forget-gate bias of every LSTM in a model, both directions of a
+    ``Bidirectional`` layer included; the other weights are kept.
+
+    This is the change ``rnngrad.diagnose`` suggests when an LSTM's transport vanishes
+    because its mean forget gate is too low for the sequence length.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A built model; its LSTM cells (``LSTMCell`` or a subclass) with a bias are set.
+    bias : float
+        The new forget-gate bias of every unit (Keras's ``unit_forget_bias`` gives 1).
+
+    Returns
+    -------
+    list of str
+        The names of the layers changed, in the order Keras tracks them.
+
+    Examples
+    --------
+    >>> model = build_rnn("lstm", 3, input_dim=2, layers=2)
+    >>> set_forget_bias(model, 2.5)
+    ['lstm_1', 'lstm_2']
+    >>> float(model.get_layer("lstm_2").cell.bias.numpy()[3:6].mean())
+    2.5
+    """
+    bias = check_float("bias", bias)
+    changed = []
+    for layer in recurrent_layers(model):
+        cell = layer.cell
+        if cell_family(layer) != "lstm" or not cell.use_bias:
+            continue
+        values = keras.ops.convert_to_numpy(cell.bias).copy()
+        values[cell.units : 2 * cell.units] = bias  # Keras's gate order: i, f, c, o
+        cell.bias.assign(values)
+        changed.append(layer.name)
+    if not changed:
+        raise ValueError(f"model {model.name!r} has no LSTM layer with a bias to set")
+    return changed
 
 
 def chrono_biases(length: int, units: int, *, seed: int) -> np.ndarray:

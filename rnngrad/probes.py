@@ -19,10 +19,11 @@ from their weights in Keras's own order of operations; any other cell (a subclas
 custom cell in ``keras.layers.RNN``) is run by calling the cell itself. The first time a
 compiled probe runs, it checks itself: every recurrent layer's replayed output must
 equal the layer's own output on the same inputs, and the model's output must equal
-``model(x, training=False)``, within the dtype's precision. XLA is tried first (it is
-faster on a CPU); if its arithmetic drifts from Keras's (a chaotic network amplifies
-rounding), the probe runs without XLA, which reproduces Keras exactly; if that still
-does not reproduce the model, it raises a ``ValueError`` naming the layer. What it
+``model(x, training=False)``, within the dtype's precision. The probe runs on
+TensorFlow's own kernels, which reproduce Keras's forward pass exactly, and switches to
+XLA (faster on a CPU) when the same probe is run again and again; if XLA's arithmetic
+drifts from Keras's (a chaotic network amplifies rounding), it stays without XLA. If
+the replay does not reproduce the model, it raises a ``ValueError`` naming the layer. What it
 refuses outright: stateful layers, layers that override ``call``, cells whose output
 is not their first state, and ``state="c"`` for anything but a stock LSTM cell.
 
@@ -124,8 +125,10 @@ def state_gradient_norms(
         (``ValueError`` for a row that has none); ``"all"``: ``h_t`` and, where the
         row has one, ``c_t``, concatenated.
     jit_compile : bool or "auto", default "auto"
-        Try XLA (``"auto"`` or True), falling back to TensorFlow's own kernels when
-        XLA's arithmetic does not reproduce the model; False never uses XLA.
+        True: XLA from the first run; ``"auto"``: XLA from the third run of the same
+        probe (model, options and input shapes) on, so one-off probes skip its compile
+        time; False: never. Either way a probe whose XLA form does not reproduce the
+        model runs on TensorFlow's own kernels instead.
     batch_size : int, optional
         Run the probe on batches of at most this many examples (for inputs too large
         for one pass); the result is the same mean over every example.

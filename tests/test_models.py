@@ -219,3 +219,26 @@ def test_keras_default_is_one_orthogonal_kernel_like_a_stock_layer(cell):
     if cell != "simple":  # each gate's block is a slice: singular values below 1
         block = recurrent_matrix(recurrent_layers(model)[0], rnngrad.models.GATES[cell][0])
         assert max_singular_value(block) < 0.5
+
+
+def test_set_forget_bias_reaches_both_directions_and_keeps_other_weights():
+    from rnngrad.models import set_forget_bias
+
+    model = keras.Sequential(
+        [
+            keras.Input((5, 2)),
+            keras.layers.Bidirectional(keras.layers.LSTM(3, return_sequences=True), name="bi"),
+            keras.layers.GRU(2),
+        ]
+    )
+    before = [w.numpy().copy() for w in model.weights]
+    changed = set_forget_bias(model, 2.5)
+    assert sorted(changed) == ["backward_lstm", "forward_lstm"]
+    for layer in (model.layers[0].forward_layer, model.layers[0].backward_layer):
+        b = layer.cell.bias.numpy()
+        np.testing.assert_array_equal(b[3:6], 2.5)
+    after = [w.numpy() for w in model.weights]
+    differing = [i for i, (a, b) in enumerate(zip(before, after)) if not np.array_equal(a, b)]
+    assert len(differing) == 2  # the two LSTM biases, nothing else
+    with pytest.raises(ValueError, match="no LSTM"):
+        set_forget_bias(keras.Sequential([keras.Input((5, 2)), keras.layers.GRU(2)]), 1.0)

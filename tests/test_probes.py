@@ -227,9 +227,10 @@ def test_xla_and_graph_paths_agree_and_compiled_probe_is_cached():
     xla = state_gradient_norms(model, x, y, jit_compile=True)
     np.testing.assert_allclose(graph, xla, rtol=1e-4)
     cache = _engine._CACHE[model]
-    before = dict(cache)
+    before = {key: (entry.graph, entry.xla) for key, entry in cache.items()}
     state_gradient_norms(model, x, y, jit_compile=False)
-    assert cache == before  # no new compiled function for a repeated call
+    after = {key: (entry.graph, entry.xla) for key, entry in cache.items()}
+    assert after == before  # no new compiled function for a repeated call
 
 
 def test_probe_follows_weight_updates():

@@ -1,0 +1,172 @@
+"""The three test beds of the remedies chapters: one per meaning of a gradient problem.
+
+"Exploding" names two different things, and the remedies chapters measure each remedy
+on a bed built for the problem it concerns:
+
+- the **exploding bed** (:func:`build_exploding`): a network with *exploding BPTT
+  gradients*, whose back-propagated gradient grows with the lag at initialization: a
+  tanh ``SimpleRNN`` of 32 units with ``W_h = 2 Q`` (``Q`` orthogonal) on the adding
+  problem at ``T = 50``, trained with plain SGD in batches of 32;
+- the **instability bed** (:func:`build_instability`): a *training instability*, a step
+  too large for the curvature of the loss at a short length where the gradient does not
+  grow with the lag: a tanh ``SimpleRNN`` of 64 units with ``W_h = Q`` at ``T = 10``,
+  trained with SGD at 0.1 with momentum 0.9 (:func:`instability_optimizer`) in batches
+  of 64;
+- the **vanishing bed** (:func:`build_vanishing`): a tanh ``SimpleRNN`` of 64 units with
+  ``W_h = 0.5 Q`` at ``T = 50``, in float64 so that long-range shares of 1e-8 are
+  resolved.
+
+Each builder takes the remedy as arguments (the cell, the recurrent gain and
+initializer), so a remedy that changes the network is the same call with other values.
+:func:`bed_data` gives each bed's data sets, always the same for the same bed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from rnngrad._validation import check_choice
+from rnngrad.models import build_rnn
+from rnngrad.tasks import adding_problem
+from rnngrad.training import make_optimizer
+
+__all__ = [
+    "BEDS",
+    "bed_data",
+    "build_exploding",
+    "build_instability",
+    "build_vanishing",
+    "finite_weights",
+    "instability_optimizer",
+    "validation_mse",
+]
+
+BEDS = {
+    # name: (sequence length, {data set: (number of sequences, seed)})
+    "exploding": (50, {"train": (512, 0), "val": (512, 1), "probe": (64, 2)}),
+    "instability": (10, {"train": (2048, 0), "test": (512, 1), "probe": (64, 2)}),
+    "vanishing": (50, {"train": (512, 3), "probe": (64, 4)}),
+}
+"""Each bed's sequence length and data sets: ``(n, seed)`` for the adding problem."""
+
+
+def bed_data(bed: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The adding-problem data sets of one bed, as ``{name: (x, y)}``.
+
+    Parameters
+    ----------
+    bed : {"exploding", "instability", "vanishing"}
+
+    Returns
+    -------
+    dict of str to (numpy.ndarray, numpy.ndarray)
+        ``"train"`` and ``"probe"`` for every bed, plus ``"val"`` (exploding) or
+        ``"test"`` (instability); see :data:`BEDS`.
+
+    Examples
+    --------
+    >>> data = bed_data("exploding")
+    >>> data["train"][0].shape, data["probe"][0].shape
+    ((512, 50, 2), (64, 50, 2))
+    """
+    check_choice("bed", bed, BEDS)
+    length, sets = BEDS[bed]
+    return {name: adding_problem(n, length, seed=seed) for name, (n, seed) in sets.items()}
+
+
+def build_exploding(
+    seed: int = 0, cell: str = "simple", gain: float = 2.0, init: str = "orthogonal"
+) -> keras.Model:
+    """The exploding bed's network (by default ``W_h = 2Q``, 32 units), or a remedy's.
+
+    Examples
+    --------
+    >>> model = build_exploding()
+    >>> round(float(np.linalg.svd(model.layers[1].cell.recurrent_kernel.numpy())[1][0]), 4)
+    2.0
+    """
+    return build_rnn(
+        cell, 32, input_dim=2, recurrent_gain=gain, recurrent_initializer=init, seed=seed
+    )
+
+
+def build_instability(
+    seed: int = 0, cell: str = "simple", gain: float = 1.0, init: str = "orthogonal"
+) -> keras.Model:
+    """The instability bed's network (by default ``W_h = Q``, 64 units), or a remedy's.
+
+    Examples
+    --------
+    >>> build_instability().layers[1].units
+    64
+    """
+    return build_rnn(
+        cell, 64, input_dim=2, recurrent_gain=gain, recurrent_initializer=init, seed=seed
+    )
+
+
+def build_vanishing(
+    cell: str = "simple", gain: float = 0.5, init: str = "orthogonal"
+) -> keras.Model:
+    """The vanishing bed's network (by default ``W_h = 0.5 Q``, 64 units, float64).
+
+    Examples
+    --------
+    >>> build_vanishing().layers[1].cell.recurrent_kernel.dtype
+    'float64'
+    """
+    return build_rnn(
+        cell,
+        64,
+        input_dim=2,
+        recurrent_gain=gain,
+        recurrent_initializer=init,
+        dtype="float64",
+        seed=0,
+    )
+
+
+def instability_optimizer(
+    learning_rate: Any = 0.1, **clipping: float
+) -> keras.optimizers.Optimizer:
+    """The instability bed's optimizer: SGD with momentum 0.9 (and any Keras clipping).
+
+    Examples
+    --------
+    >>> optimizer = instability_optimizer(global_clipnorm=1.0)
+    >>> optimizer.momentum, optimizer.global_clipnorm
+    (0.9, 1.0)
+    """
+    return make_optimizer("sgd", learning_rate, momentum=0.9, **clipping)
+
+
+def finite_weights(model: keras.Model) -> bool:
+    """Whether every weight of ``model`` is finite (a run that overflowed leaves NaN or inf).
+
+    Examples
+    --------
+    >>> finite_weights(build_exploding())
+    True
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
+    return all(bool(np.all(np.isfinite(w))) for w in model.get_weights())
+
+
+def validation_mse(model: keras.Model, x: Any, y: Any) -> float:
+    """The model's MSE on ``(x, y)``, or ``inf`` once a weight has overflowed.
+
+    Examples
+    --------
+    >>> data = bed_data("instability")
+    >>> model = build_instability()
+    >>> bool(validation_mse(model, *data["probe"]) > 0)
+    True
+    """
+    if not finite_weights(model):
+        return float("inf")
+    prediction = np.asarray(model.predict(x, verbose=0), dtype=np.float64)
+    return float(np.mean((prediction - np.asarray(y, dtype=np.float64)) ** 2))

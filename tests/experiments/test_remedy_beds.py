@@ -1,0 +1,78 @@
+"""rnngrad.experiments.remedy_beds: the beds are what the chapters say they are."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import rnngrad
+from rnngrad.experiments.remedy_beds import (
+    BEDS,
+    bed_data,
+    build_exploding,
+    build_instability,
+    build_vanishing,
+    finite_weights,
+    instability_optimizer,
+    validation_mse,
+)
+
+
+@pytest.mark.parametrize("bed", sorted(BEDS))
+def test_bed_data_is_the_adding_problem_with_fixed_seeds(bed):
+    length, sets = BEDS[bed]
+    data = bed_data(bed)
+    assert set(data) == set(sets)
+    for name, (n, seed) in sets.items():
+        x, y = rnngrad.tasks.adding_problem(n, length, seed=seed)
+        np.testing.assert_array_equal(data[name][0], x)
+        np.testing.assert_array_equal(data[name][1], y)
+    assert len({sets[name][1] for name in sets}) == len(sets)  # no data set repeats another
+
+
+@pytest.mark.parametrize(
+    "build, units, gain",
+    [(build_exploding, 32, 2.0), (build_instability, 64, 1.0), (build_vanishing, 64, 0.5)],
+)
+def test_default_recurrent_matrix_is_gain_times_orthogonal(build, units, gain):
+    model = build()
+    layer = model.layers[1]
+    assert isinstance(layer, keras.layers.SimpleRNN) and layer.units == units
+    singular = np.linalg.svd(np.asarray(layer.cell.recurrent_kernel.numpy(), np.float64))[1]
+    np.testing.assert_allclose(singular, gain, rtol=1e-5)
+
+
+def test_remedies_change_only_what_they_name():
+    identity = build_exploding(gain=1.0, init="identity").layers[1].cell.recurrent_kernel
+    np.testing.assert_allclose(identity.numpy(), np.eye(32), atol=1e-7)
+    lstm = build_instability(cell="lstm").layers[1]
+    assert isinstance(lstm, keras.layers.LSTM) and lstm.units == 64
+    a, b = build_exploding(seed=3), build_exploding(seed=3)
+    for w, v in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(w, v)
+
+
+def test_instability_optimizer_is_sgd_with_momentum_and_clipping():
+    optimizer = instability_optimizer(0.05, clipnorm=2.0)
+    assert optimizer.__class__.__name__ == "SGD"
+    assert optimizer.momentum == pytest.approx(0.9) and optimizer.clipnorm == pytest.approx(2.0)
+    assert float(optimizer.learning_rate) == pytest.approx(0.05)
+
+
+def test_validation_mse_matches_numpy_and_is_inf_after_overflow():
+    x, y = bed_data("instability")["probe"]
+    model = build_instability()
+    expected = np.mean((np.asarray(model(x), np.float64) - y) ** 2)
+    assert validation_mse(model, x, y) == pytest.approx(expected, rel=1e-5)
+    weights = model.get_weights()
+    weights[1][0, 0] = np.inf
+    model.set_weights(weights)
+    assert not finite_weights(model) and validation_mse(model, x, y) == float("inf")
+
+
+def test_validation_errors_name_the_argument():
+    with pytest.raises(ValueError, match="bed"):
+        bed_data("no such bed")
+    with pytest.raises(TypeError, match="model"):
+        finite_weights("not a model")

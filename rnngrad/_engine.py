@@ -191,6 +191,14 @@ class LossSpec:
     sparse: bool  # targets are class ids
     key: Hashable
 
+    @property
+    def mean_of_examples(self) -> bool:
+        """Whether Keras reduces this loss to the mean of the per-example L_i (without a
+        mask): functions and losses with the default reduction do."""
+        if self.loss is None or not isinstance(self.loss, keras.losses.Loss):
+            return True
+        return getattr(self.loss, "reduction", None) in ("sum_over_batch_size", "mean")
+
     def describe(self) -> str:
         """The label and where it came from, for reports."""
         where = {
@@ -618,6 +626,7 @@ class ProbeRun:
     gate_means: list[dict[str, float] | None]
     jit_compile: bool  # whether XLA ran the probe
     non_finite: int = 0  # inf/NaN gradient entries
+    global_norm: float | None = None  # the optimizer's gradient norm, when measured in the pass
 
     def norms(self) -> np.ndarray:
         """(rows, T): mean over the examples in which step t counts; NaN where none does."""
@@ -784,7 +793,7 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
         directions = args[-1] if transport else None
         model = model_ref()
         with tf.GradientTape() as tape:
-            recorder = Recorder(tape=tape, state=state, gates=gates)
+            recorder = Recorder(tape=tape, state=state, transport=transport, gates=gates)
             with patched_layers(layers, recorder, wrappers):
                 y_pred = model(x, training=False)
             if isinstance(y_pred, (list, tuple, dict)):
@@ -792,24 +801,37 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
             per_example = spec.per_example(y, y_pred)  # (B,)
             total = tf.reduce_sum(per_example)  # example i's states only affect L_i
             perturbations = [c.perturbations for c in recorder.calls]
-            if transport:  # a second pass of the same batch: each layer's own recurrence
-                copy = Recorder(tape=tape, state="h", transport=True)
-                with patched_layers(layers, copy, wrappers):
-                    model(x, training=False)
-                for call in copy.calls:
+            weights = []
+            if transport:  # each layer's transport lane, in the same pass
+                for call in recorder.calls:
                     total += _transport_term(call, directions)
-                perturbations += [c.perturbations for c in copy.calls]
+                perturbations += [[c.lane] for c in recorder.calls]
+                # The weights' gradient of sum_i L_i, in the same backward pass, is the
+                # optimizer's gradient (times B) when the lanes hold the weights fixed,
+                # Keras's loss is the mean of the L_i, and nothing else adds a loss.
+                exact = (
+                    all(c.weights_held for c in recorder.calls)
+                    and spec.mean_of_examples
+                    and getattr(y_pred, "_keras_mask", None) is None
+                    and not model.losses
+                )
+                weights = list(model.trainable_variables) if exact else []
         if not recorder.calls:
             raise ValueError(f"model {model.name!r} never called its recurrent layers")
         compiled.calls[:] = [(c.layer, c.kind, c.backwards) for c in recorder.calls]
         grads = tape.gradient(  # the one backward pass, for every layer at once
-            total, perturbations, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            total, [*perturbations, weights], unconnected_gradients=tf.UnconnectedGradients.ZERO
         )
+        weight_grads = grads.pop()
         out: dict[str, Any] = {"y_pred": y_pred, "gradients": [], "norms": [], "masks": []}
         out["gate_sums"], out["gate_counts"], out["captures"] = [], [], []
         out["transport"] = []
+        # Embeddings have sparse (IndexedSlices) gradients: densify them.
+        out["weight_gradients"] = [
+            tf.cast(tf.convert_to_tensor(g), tf.float64) for g in weight_grads
+        ]
         main = len(recorder.calls)
-        for call, group in zip(copy.calls if transport else [], grads[main:]):
+        for call, group in zip(recorder.calls if transport else [], grads[main:]):
             g = tf.concat(group, axis=-1)  # (T, B, units), processing order
             norms = tf.transpose(tf.norm(tf.cast(g, tf.float64), axis=-1))  # (B, T)
             out["transport"].append(tf.reverse(norms, [1]) if call.backwards else norms)
@@ -847,7 +869,7 @@ def transport_directions(examples: int, layers: list[keras.layers.RNN]) -> np.nd
 def _transport_term(call: LayerCall, directions: tf.Tensor) -> tf.Tensor:
     """sum over the batch of u_i . h_T, u_i the example's fixed random unit vector
     (:func:`transport_directions`)."""
-    h = call.final_state  # (B, units)
+    h = call.lane_final  # (B, units): the transport lane's last state
     u = directions[:, : h.shape[-1]]
     u = u / tf.norm(u, axis=-1, keepdims=True)
     return tf.reduce_sum(tf.cast(h, tf.float32) * u)
@@ -962,9 +984,22 @@ class _Accumulator:
         self.gate_sums = [None] * n
         self.gate_counts = [0.0] * n
         self.gates = gates
+        self.weight_sums: list[np.ndarray] | None = None  # sum_i dL_i/dW, every batch
+        self.weights_exact = transport
 
     def add(self, result: dict, size: int) -> None:
         self.examples += size
+        if self.weights_exact:
+            grads = result["weight_gradients"]
+            if not grads:  # this model's optimizer gradient is not the sum of the L_i's
+                self.weights_exact, self.weight_sums = False, None
+            else:
+                values = [g.numpy() for g in grads]
+                self.weight_sums = (
+                    values
+                    if self.weight_sums is None
+                    else [a + b for a, b in zip(self.weight_sums, values)]
+                )
         for r, row in enumerate(self.rows):
             norms = result["norms"][r].numpy()  # (B, T)
             mask = result["masks"][r]
@@ -1013,7 +1048,14 @@ class _Accumulator:
             gate_means=gate_means,
             jit_compile=jit,
             non_finite=self.non_finite,
+            global_norm=self._global_norm(),
         )
+
+    def _global_norm(self) -> float | None:
+        if not self.weights_exact or self.weight_sums is None:
+            return None
+        squares = sum(float(np.sum(np.square(g / self.examples))) for g in self.weight_sums)
+        return math.sqrt(squares)
 
 
 def _grow_add(store: list[np.ndarray], index: int, values: np.ndarray) -> None:

@@ -20,10 +20,18 @@ so that ``dL/d eps_t`` is the total derivative dL/dh_t. Two ways to run a step:
 Masks carry the state over masked steps, as Keras does; ``go_backwards`` layers run over
 the reversed sequence and return their outputs in processing order, as Keras does.
 
-A recorder in ``transport`` mode records the *transport pass* used by ``diagnose``, a
-second forward pass of the same batch in which every recurrent layer sees its inputs and
-initial states through ``stop_gradient``, so the gradient of ``u . h_T`` (``u`` a fixed
-unit vector) reaches a layer's states only through that layer's own recurrence.
+A recorder in ``transport`` mode also runs a *transport lane* in every layer's loop, for
+``diagnose``: a second copy of the state, perturbed by its own zero tensor, whose every
+step is the layer's step evaluated at the main lane's state,
+
+    g_t = step(sg(x_t), sg(h_{t-1}) + (g_{t-1} - sg(g_{t-1})); sg(W)) + eps'_t,
+
+(``sg`` is ``stop_gradient``). Its values equal the main lane's, so XLA merges the two
+forward computations, but its gradient flows only through the step Jacobians
+``dh_t/dh_{t-1}`` of the main trajectory, with the inputs and the weights held fixed: the
+gradient of ``u . g_T`` with respect to ``eps'_t`` is ``u^T J_T ... J_{t+1}``, the
+layer's own transport, untouched by the loss and by the other layers, in the same
+backward pass as everything else.
 
 This module is private: the probe (``rnngrad._engine``) is its only user.
 """
@@ -31,6 +39,7 @@ This module is private: the probe (``rnngrad._engine``) is its only user.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -75,6 +84,9 @@ class LayerCall:
     backwards: bool  # processed the sequence from its last step to its first
     perturbations: list[tf.Tensor]  # [eps_h] or [eps_h, eps_c], (T, B, units), processing order
     final_state: tf.Tensor  # (B, units): h after the last processed step
+    lane: tf.Tensor | None  # the transport lane's eps', (T, B, units), processing order
+    lane_final: tf.Tensor | None  # (B, units): the transport lane's last state
+    weights_held: bool  # the transport lane held this layer's weights fixed
     mask: tf.Tensor | None  # (B, T) bool in input time, True where the step counts
     gate_sums: tf.Tensor | None  # (gates,) sums of each gate over counted (b, t, unit)
     gate_count: tf.Tensor | None  # the number of (b, t, unit) entries summed
@@ -90,7 +102,7 @@ class Recorder:
 
     tape: tf.GradientTape
     state: str  # "h", "c" or "all"
-    transport: bool = False  # the transport pass: inputs and initial states as constants
+    transport: bool = False  # also run each layer's transport lane
     gates: bool = False  # sum the gate openings of stock LSTM/GRU layers
     calls: list[LayerCall] = field(default_factory=list)
 
@@ -156,9 +168,6 @@ def _replay(
         initial_state = layer.get_initial_state(batch_size=batch)
     states = [tf.cast(s, dtype) for s in tf.nest.flatten(initial_state)]
     x = sequences
-    if recorder.transport:  # a layer's transport is its own recurrence's alone
-        x = tf.stop_gradient(x)
-        states = [tf.stop_gradient(s) for s in states]
     step_mask = None if mask is None else _as_step_mask(mask)  # (B, T) bool
 
     # Time-major, in processing order.
@@ -177,20 +186,22 @@ def _replay(
     eps_c = tf.zeros((steps, batch, run.units), dtype) if perturb_c else None
     watched = [eps_h, eps_c] if perturb_c and recorder.state == "all" else None
     watched = watched or ([eps_c] if perturb_c else [eps_h])
-    for eps in watched:
+    lane = tf.zeros((steps, batch, run.units), dtype) if recorder.transport else None
+    for eps in watched if lane is None else [*watched, lane]:
         recorder.tape.watch(eps)
 
     loop = _TimeLoop(
         run,
         eps_h,
         eps_c,
+        lane,
         tmask,
         steps,
         collect=layer.return_sequences,
         zero_output=getattr(layer, "zero_output_for_mask", False),
         gates=recorder.gates and run.gate_count > 0,
     )
-    final_states, outputs, last_output, gate_sums, gate_count = loop.run(states)
+    final_states, outputs, last_output, gate_sums, gate_count, lane_final = loop.run(states)
 
     output = outputs if layer.return_sequences else last_output
     output = tf.cast(output, layer.compute_dtype)
@@ -202,6 +213,9 @@ def _replay(
             backwards=bool(layer.go_backwards),
             perturbations=watched,
             final_state=final_states[0],
+            lane=lane,
+            lane_final=lane_final,
+            weights_held=kind != "cell",
             mask=step_mask,
             gate_sums=gate_sums,
             gate_count=gate_count,
@@ -260,6 +274,15 @@ class _StockStep:
 
     def elems(self):
         return (self.x,)
+
+    def held(self) -> _StockStep:
+        """The same step with its weights held fixed (``stop_gradient``)."""
+        held = copy.copy(self)
+        for name in ("kernel", "recurrent", "bias", "recurrent_bias", "input_bias"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(held, name, tf.stop_gradient(value))
+        return held
 
     def __call__(self, inputs, carry, eps_c):
         """(x_t,), (h, [c]) -> (h_new, [c_new]) without eps_h, and the gates."""
@@ -322,6 +345,10 @@ class _CellStep:
     def elems(self):
         return (self.x,)
 
+    def held(self) -> _CellStep:
+        """The cell reads its own weights: they cannot be held fixed from outside."""
+        return self
+
     def __call__(self, inputs, carry, eps_c):
         (x_t,) = inputs
         output, new_states = self.cell(x_t, tuple(carry), **self.kwargs)  # as Keras's loop
@@ -343,17 +370,21 @@ def _accepts_training(cell: Any) -> bool:
 
 class _TimeLoop:
     """The loop over time, like Keras's own: masks carry states, outputs are collected
-    only when a later layer needs the whole sequence."""
+    only when a later layer needs the whole sequence; the transport lane, if any, runs
+    beside the main lane."""
 
-    def __init__(self, step, eps_h, eps_c, tmask, steps, *, collect, zero_output, gates):
-        self.step, self.eps_h, self.eps_c, self.tmask = step, eps_h, eps_c, tmask
+    def __init__(self, step, eps_h, eps_c, lane, tmask, steps, *, collect, zero_output, gates):
+        self.step, self.eps_h, self.eps_c, self.lane, self.tmask = step, eps_h, eps_c, lane, tmask
         self.steps, self.collect, self.zero_output, self.gates = steps, collect, zero_output, gates
 
     def run(self, states):
         step, steps = self.step, self.steps
+        held = step.held() if self.lane is not None else None
         named = {"in": list(step.elems()), "eps_h": [self.eps_h]}
         if self.eps_c is not None:
             named["eps_c"] = [self.eps_c]
+        if self.lane is not None:
+            named["lane"] = [self.lane]
         if self.tmask is not None:
             named["mask"] = [self.tmask]
         readers = {
@@ -362,6 +393,8 @@ class _TimeLoop:
         }
         h0 = states[0]
         loop_vars: dict[str, Any] = {"t": tf.constant(0), "carry": tuple(states)}
+        if self.lane is not None:  # the lane starts where the main lane starts, held fixed
+            loop_vars["lane"] = tuple(tf.stop_gradient(s) for s in states)
         if self.tmask is not None:
             loop_vars["prev_out"] = tf.zeros_like(h0)  # Keras starts from a zero output
         if self.collect:  # element_shape lets XLA write in place
@@ -381,6 +414,8 @@ class _TimeLoop:
             h = new[0] + read["eps_h"][0]
             out = h
             updated = dict(v, t=t + 1, carry=(h, *new[1:]))
+            if "lane" in v:
+                updated["lane"] = self._lane_step(held, read, v, m)
             if m is not None:
                 previous = tf.zeros_like(h) if self.zero_output else v["prev_out"]
                 out = tf.where(m, h, previous)
@@ -410,4 +445,19 @@ class _TimeLoop:
         outputs = None
         if "out" in final:
             outputs = tf.transpose(final["out"].stack(), [1, 0, 2])  # (B, T, units)
-        return carry, outputs, last_out, final.get("gate_sums"), final.get("count")
+        lane_final = final["lane"][0] if "lane" in final else None
+        return carry, outputs, last_out, final.get("gate_sums"), final.get("count"), lane_final
+
+    @staticmethod
+    def _lane_step(held, read, v, m):
+        """One step of the transport lane: the step at the main lane's state, with the
+        derivative taken through the lane's own state only."""
+        at = [
+            tf.stop_gradient(main) + (lane - tf.stop_gradient(lane))
+            for main, lane in zip(v["carry"], v["lane"])
+        ]
+        inputs = [tf.stop_gradient(e) for e in read["in"]]
+        new, _ = held(inputs, at, None)
+        if m is not None:
+            new = [tf.where(m, n, c) for n, c in zip(new, v["lane"])]
+        return (new[0] + read["lane"][0], *new[1:])

@@ -220,7 +220,9 @@ def diagnose(
     run = run_probe(
         model, x, y, loss=loss, state="h", batch_size=batch_size, transport=True, gates=True
     )
-    norm, _ = global_norm(model, x, y, loss=loss, batch_size=batch_size)
+    norm = run.global_norm  # measured in the same pass where that is exact
+    if norm is None:
+        norm, _ = global_norm(model, x, y, loss=loss, batch_size=batch_size)
     rules = {"vanishing_ratio": vanishing_ratio, "exploding_ratio": exploding_ratio}
     reports = _layer_reports(run, rules)
     with_signal = [r for r in reports if r.verdict != NO_SIGNAL]

@@ -7,6 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from oracles import transport_oracle
 
 import rnngrad
@@ -241,3 +242,31 @@ def test_report_names_the_loss_it_used():
     assert "not compiled" in diagnose(model, x, y).loss
     model.compile(loss="mae")
     assert diagnose(model, x, y).loss.startswith("mae (the model's compiled loss")
+
+
+class _ScaledCell(keras.layers.SimpleRNNCell):
+    """A SimpleRNN cell with a new equation (its state halved): run through its call."""
+
+    def call(self, sequence, states, training=False):
+        h, _ = super().call(sequence, states, training=training)
+        halved = 0.5 * h
+        return halved, [halved]
+
+
+@pytest.mark.parametrize("kind", ["stock", "custom cell", "regularized"])
+def test_the_reported_global_norm_is_the_optimizers_gradient_norm(x, kind):
+    if kind == "custom cell":
+        recurrent = keras.layers.RNN(_ScaledCell(6), return_sequences=True)
+    else:
+        regularizer = keras.regularizers.L2(0.1) if kind == "regularized" else None
+        recurrent = keras.layers.LSTM(6, return_sequences=True, kernel_regularizer=regularizer)
+    model = keras.Sequential(
+        [keras.Input((T, 3)), recurrent, keras.layers.GRU(4), keras.layers.Dense(1)]
+    )
+    model.compile(loss="mse")
+    y = np.random.default_rng(4).normal(size=(8, 1)).astype("float32")
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=False))
+    grads = tape.gradient(loss, model.trainable_variables)
+    expected = np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in grads))
+    assert diagnose(model, x, y).global_gradient_norm == pytest.approx(expected, rel=1e-5)

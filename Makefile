@@ -57,8 +57,8 @@ repro: $(STAMP)
 
 ## benchmark: the probe's and the command's costs (README tables)
 benchmark: $(STAMP)
-	$(BIN)/python benchmarks/probe.py --update-readme
-	$(BIN)/python benchmarks/cli.py
+	$(BIN)/python -m benchmarks.probe --update-readme
+	$(BIN)/python -m benchmarks.cli
 
 ## report: the time each notebook took in the last book build, into the README
 report: $(STAMP)

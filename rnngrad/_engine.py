@@ -59,6 +59,9 @@ LOSS_NAMES = (
 
 STATES = ("h", "c", "all")
 
+# The self-check runs Keras's layers eagerly up to this many layer-steps, else as a graph.
+EAGER_CHECK_STEPS = 200
+
 # jit_compile="auto" switches to XLA after this many runs of the same compiled probe.
 XLA_AFTER_RUNS = 2
 
@@ -928,7 +931,6 @@ def _self_check(model, compiled, names, result, x) -> str | None:
         {key: c[key] for key in ("inputs", "initial_state", "mask")} for c in result["captures"]
     ]
 
-    @tf.function(autograph=False)
     def references(captures, x):
         outputs = []
         for layer, c in zip(layers, captures):
@@ -936,6 +938,10 @@ def _self_check(model, compiled, names, result, x) -> str | None:
             outputs.append(out[0] if layer.return_state else out)
         return outputs, model(x, training=False)
 
+    # Short sequences run eagerly faster than a graph is traced; long ones need a graph.
+    steps = max(int(tf.shape(c["inputs"])[1]) for c in captures)
+    if steps * len(layers) > EAGER_CHECK_STEPS:
+        references = tf.function(references, autograph=False)
     with _quiet_retracing_warnings():
         layer_outputs, model_output = references(captures, x)
     for layer, capture, reference in zip(layers, result["captures"], layer_outputs):

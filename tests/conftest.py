@@ -1,10 +1,11 @@
-"""Shared test set-up: quiet TensorFlow, the oracles on the path, a seeded start."""
+"""Shared test set-up: quiet TensorFlow and a seeded start.
+
+``tests`` is a package, so tests and benchmarks import the oracles as ``tests.oracles``.
+"""
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(__file__))  # `import oracles`
 
 import pytest
 

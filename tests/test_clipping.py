@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 import pytest
-from oracles import numpy_simple_rnn_bptt
 
 import rnngrad
 from rnngrad.clipping import (
@@ -14,6 +13,7 @@ from rnngrad.clipping import (
     threshold_from_norms,
     weight_gradients,
 )
+from tests.oracles import numpy_simple_rnn_bptt
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from oracles import transport_oracle
 
 import rnngrad
 from rnngrad.diagnosis import VERDICTS, chapter_links, diagnose
 from rnngrad.verdicts import NO_SIGNAL, transport_verdict
+from tests.oracles import transport_oracle
 
 T = 60
 ROOT = Path(__file__).resolve().parents[1]

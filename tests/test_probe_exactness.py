@@ -7,11 +7,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from oracles import chain, keras_per_example, relative_error, unrolled_state_gradients
 
 import rnngrad
 from rnngrad import _engine, _replay
 from rnngrad.probes import global_gradient_norm, state_gradient_norms, state_gradients
+from tests.oracles import chain, keras_per_example, relative_error, unrolled_state_gradients
 
 F32_TOL = 1e-3
 RNG = np.random.default_rng(0)

@@ -5,11 +5,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from oracles import chain, keras_per_example, relative_error, unroll, unrolled_state_gradients
 
 import rnngrad
 from rnngrad import _engine
 from rnngrad.probes import gradient_profiles, state_gradient_norms, state_gradients
+from tests.oracles import chain, keras_per_example, relative_error, unroll, unrolled_state_gradients
 
 F32_TOL = 1e-3
 MSE = keras_per_example(keras.losses.MeanSquaredError())

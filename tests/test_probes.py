@@ -4,7 +4,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from oracles import (
+
+import rnngrad
+from rnngrad import _engine
+from rnngrad.probes import state_gradient_norms, state_gradients
+from rnngrad.tasks import adding_problem
+from tests.oracles import (
     chain,
     keras_per_example,
     mse,
@@ -13,11 +18,6 @@ from oracles import (
     unroll,
     unrolled_state_gradients,
 )
-
-import rnngrad
-from rnngrad import _engine
-from rnngrad.probes import state_gradient_norms, state_gradients
-from rnngrad.tasks import adding_problem
 
 F64_TOL = 1e-6  # relative, float64 models
 F32_TOL = 1e-3  # relative, float32 models

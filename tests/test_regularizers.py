@@ -3,11 +3,11 @@
 import keras
 import numpy as np
 import pytest
-from oracles import numpy_simple_rnn_bptt
 
 import rnngrad
 from rnngrad.clipping import weight_gradients
 from rnngrad.regularizers import omega, omega_gradients, omega_ratios, train_with_omega
+from tests.oracles import numpy_simple_rnn_bptt
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from oracles import numpy_simple_rnn_bptt
 
 import rnngrad
 from rnngrad.clipping import weight_gradients
@@ -15,6 +14,7 @@ from rnngrad.truncation import (
     truncated_model,
     update_share,
 )
+from tests.oracles import numpy_simple_rnn_bptt
 
 
 @pytest.mark.parametrize(

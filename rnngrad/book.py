@@ -7,6 +7,7 @@ gluing in one call each:
 - :func:`glue_numbers` glues a set of numbers at once, as plain Python ``int`` and
   ``float`` (a NumPy scalar would be shown as ``np.float64(0.73)`` and could not be
   formatted with ``:.2f``);
+- :func:`glue_texts` glues words (a verdict, a name) the same way;
 - :func:`glue_figure` glues a figure and closes it, after checking that it fits the text
   column (a wider figure is shown scaled down, with text too small to read).
 
@@ -24,7 +25,7 @@ from matplotlib.figure import Figure
 
 from rnngrad.plotting import COLUMN_WIDTH
 
-__all__ = ["glue_figure", "glue_numbers", "plain_number"]
+__all__ = ["glue_figure", "glue_numbers", "glue_texts", "plain_number"]
 
 
 def plain_number(value: object, *, name: str = "value") -> int | float:
@@ -129,6 +130,52 @@ def glue_numbers(
     for key, value in plain.items():
         _glue(key, value)
     return plain
+
+
+def glue_texts(values: Mapping[str, str] | None = None, /, **named: str) -> dict[str, str]:
+    """Glue a set of words (a verdict, a model's name) for ``{glue:text}`` roles, at once.
+
+    Parameters
+    ----------
+    values : mapping of str to str, optional
+        Names and texts, for names built in code.
+    **named : str
+        More names and texts, as keyword arguments.
+
+    Returns
+    -------
+    dict of str to str
+        What was glued.
+
+    Raises
+    ------
+    TypeError
+        If a name is not a non-empty string or a value is not a string (a number belongs
+        in :func:`glue_numbers`, where it can be formatted); nothing is glued then.
+    ValueError
+        If a name is given twice.
+
+    Examples
+    --------
+    >>> glue_texts(verdict="vanishing")
+    {'verdict': 'vanishing'}
+    """
+    if values is not None and not isinstance(values, Mapping):
+        kind = type(values).__name__
+        raise TypeError(f"values must be a mapping of names to texts, got {kind}")
+    given = dict(values or {})
+    repeated = sorted(set(given) & set(named))
+    if repeated:
+        raise ValueError(f"glue names given twice: {', '.join(repeated)}")
+    given.update(named)
+    for key, value in given.items():
+        _check_key(key)
+        if not isinstance(value, str):
+            kind = type(value).__name__
+            raise TypeError(f"{key} must be a string, got {kind} {value!r}")
+    for key, value in given.items():
+        _glue(key, value)
+    return given
 
 
 def glue_figure(name: str, fig: Figure) -> None:

@@ -58,6 +58,16 @@ def test_glue_numbers_checks_everything_before_gluing_anything(glued):
     assert glued == []
 
 
+def test_glue_texts_glues_strings_only(glued):
+    assert book.glue_texts({"a": "vanishing"}, b="healthy") == {"a": "vanishing", "b": "healthy"}
+    assert glued == [("a", "vanishing"), ("b", "healthy")]
+    with pytest.raises(TypeError, match="c must be a string"):
+        book.glue_texts(c=0.5)
+    with pytest.raises(ValueError, match="given twice: a"):
+        book.glue_texts({"a": "x"}, a="y")
+    assert len(glued) == 2
+
+
 def test_glue_figure_glues_then_closes(glued):
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 3))
     ax.plot([0, 1])

@@ -215,10 +215,10 @@ class ProfileHistory(GradientHistory):
     training is wanted.
     """
 
-    def measure(self) -> tuple[float, np.ndarray]:
-        """The profile on the probe batch; NaN for the global norm."""
+    def measure(self) -> tuple[float, np.ndarray, None]:
+        """The profile on the probe batch; NaN for the global norm, and no transport."""
         profile = state_gradient_norms(self.model, self.x_probe, self.y_probe, loss=self.loss)
-        return float("nan"), profile
+        return float("nan"), profile, None
 
 
 def compare_models(

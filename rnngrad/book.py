@@ -83,9 +83,7 @@ def _check_key(key: object) -> str:
     return key
 
 
-def glue_numbers(
-    values: Mapping[str, object] | None = None, /, **named: object
-) -> dict[str, int | float]:
+def glue_numbers(values: Mapping[str, object] | None = None, /, **named: object) -> None:
     """Glue a set of numbers for the ``{glue:text}`` roles of a chapter, at once.
 
     Parameters
@@ -95,10 +93,8 @@ def glue_numbers(
     **named : number
         More names and numbers, as keyword arguments.
 
-    Returns
-    -------
-    dict of str to int or float
-        What was glued, each number as :func:`plain_number` gives it.
+    Nothing is returned, so that a call ending a notebook cell prints nothing on the
+    page; each number is glued as :func:`plain_number` gives it.
 
     Raises
     ------
@@ -112,7 +108,6 @@ def glue_numbers(
     --------
     >>> import numpy as np
     >>> glue_numbers({"ratio": np.float64(0.5)}, steps=np.int64(99))
-    {'ratio': 0.5, 'steps': 99}
 
     A chapter's text then shows the ratio with the role ``{glue:text}`` and the content
     ``ratio:.2f``, as 0.50.
@@ -129,7 +124,6 @@ def glue_numbers(
     plain = {_check_key(key): plain_number(value, name=key) for key, value in given.items()}
     for key, value in plain.items():
         _glue(key, value)
-    return plain
 
 
 def glue_texts(values: Mapping[str, str] | None = None, /, **named: str) -> dict[str, str]:
@@ -142,10 +136,7 @@ def glue_texts(values: Mapping[str, str] | None = None, /, **named: str) -> dict
     **named : str
         More names and texts, as keyword arguments.
 
-    Returns
-    -------
-    dict of str to str
-        What was glued.
+    Nothing is returned (a call ending a notebook cell prints nothing on the page).
 
     Raises
     ------
@@ -158,7 +149,6 @@ def glue_texts(values: Mapping[str, str] | None = None, /, **named: str) -> dict
     Examples
     --------
     >>> glue_texts(verdict="vanishing")
-    {'verdict': 'vanishing'}
     """
     if values is not None and not isinstance(values, Mapping):
         kind = type(values).__name__
@@ -175,7 +165,6 @@ def glue_texts(values: Mapping[str, str] | None = None, /, **named: str) -> dict
             raise TypeError(f"{key} must be a string, got {kind} {value!r}")
     for key, value in given.items():
         _glue(key, value)
-    return given
 
 
 def glue_figure(name: str, fig: Figure) -> None:

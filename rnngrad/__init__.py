@@ -26,7 +26,9 @@ Its modules, one job each:
   :mod:`rnngrad.regularizers` (Pascanu's regularizer Omega);
 - :mod:`rnngrad.diagnosis`: :func:`~rnngrad.diagnosis.diagnose`, a gradient-health report
   for your own model (also the ``rnngrad diagnose`` command);
-- :mod:`rnngrad.plotting`: the book's figure style and recurring plots.
+- :mod:`rnngrad.plotting`: the book's figure style and recurring plots;
+- :mod:`rnngrad.book`: what the chapter notebooks share (numbers and figures glued into
+  the text).
 
 Submodules load on first use, so ``import rnngrad`` is quick and TensorFlow is imported
 only when something needs it (the command line tool relies on this to keep
@@ -61,6 +63,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "book",
     "callbacks",
     "checks",
     "cliff",

@@ -12,7 +12,18 @@ from matplotlib.axes import Axes
 from rnngrad._validation import check_array
 from rnngrad.profiles import gradient_ratio, lags
 
-__all__ = ["PALETTE", "plot_gradient_profile", "use_book_style"]
+__all__ = ["COLUMN_WIDTH", "FIGURE_DPI", "PALETTE", "plot_gradient_profile", "use_book_style"]
+
+COLUMN_WIDTH: float = 6.0
+"""The width of the book's text column in inches at :data:`FIGURE_DPI` (600 screen pixels).
+
+The HTML page shows a figure at its natural size when it is no wider than the column, so
+a figure made at this width (or narrower) keeps the font sizes of :func:`use_book_style`
+on screen; a wider one is scaled down, and its text with it. Two panels side by side
+therefore share this width, or are stacked."""
+
+FIGURE_DPI: int = 100
+"""Pixels per inch of a figure on screen: a 10-point label is 14 pixels high."""
 
 PALETTE: tuple[str, ...] = (
     "#0072B2",  # blue
@@ -31,7 +42,11 @@ def use_book_style() -> None:
     """Set matplotlib's defaults to the book's style.
 
     White backgrounds (pages are read in dark mode too), the colour-blind-safe
-    :data:`PALETTE`, labels readable at page width, light grids, no top/right spines.
+    :data:`PALETTE`, light grids, no top/right spines, and sizes for the page: figures
+    are :data:`COLUMN_WIDTH` inches wide at :data:`FIGURE_DPI`, so they are shown at their
+    natural size, where the smallest text (ticks and legends, 9 points) is 12.5 pixels
+    high. In a Jupyter kernel, figures are also displayed as pixel-doubled PNGs
+    ("retina"), sharp on high-density screens and still shown at the same size.
 
     Examples
     --------
@@ -39,12 +54,14 @@ def use_book_style() -> None:
     >>> import matplotlib as mpl
     >>> mpl.rcParams["figure.facecolor"]
     'white'
+    >>> mpl.rcParams["figure.figsize"][0] == COLUMN_WIDTH
+    True
     """
     mpl.rcParams.update(
         {
-            "figure.figsize": (7.0, 4.0),
-            "figure.dpi": 120,
-            "savefig.dpi": 150,
+            "figure.figsize": (COLUMN_WIDTH, 3.6),
+            "figure.dpi": FIGURE_DPI,
+            "savefig.dpi": "figure",
             "figure.facecolor": "white",
             "axes.facecolor": "white",
             "savefig.facecolor": "white",
@@ -55,15 +72,35 @@ def use_book_style() -> None:
             "axes.grid": True,
             "grid.alpha": 0.3,
             "grid.linewidth": 0.6,
-            "font.size": 11,
-            "axes.titlesize": 12,
-            "axes.labelsize": 11,
-            "legend.fontsize": 10,
+            "font.size": 10,
+            "axes.titlesize": 10.5,
+            "axes.labelsize": 10,
+            "xtick.labelsize": 9,
+            "ytick.labelsize": 9,
+            "legend.fontsize": 9,
+            "legend.title_fontsize": 9,
             "legend.frameon": False,
-            "lines.linewidth": 2.0,
+            "lines.linewidth": 1.8,
+            "lines.markersize": 5,
             "image.cmap": "viridis",
         }
     )
+    _use_retina_in_jupyter()
+
+
+def _use_retina_in_jupyter() -> None:
+    """Display figures as pixel-doubled PNGs when running under IPython (else do nothing)."""
+    try:
+        from IPython.core.interactiveshell import InteractiveShell
+    except ImportError:  # plain Python without IPython: nothing is displayed inline
+        return
+    if not InteractiveShell.initialized():
+        return
+    try:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:
+        return
+    set_matplotlib_formats("retina")
 
 
 def plot_gradient_profile(

@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: book book-strict test lint unit notebooks site-test repro benchmark report lock clean \
-        cache-check
+        cache-check test-latest
 
 $(STAMP): requirements-lock.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ benchmark: $(STAMP)
 ## report: the time each notebook took in the last book build, into the README
 report: $(STAMP)
 	$(BIN)/python benchmarks/exec_report.py --update-readme
+
+## test-latest: the unit tests against the newest versions pyproject.toml allows (downloads)
+test-latest: $(STAMP)
+	$(BIN)/python -m benchmarks.latest
 
 ## lock: re-resolve requirements-lock.txt from pyproject.toml's ranges
 lock:

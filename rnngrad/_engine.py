@@ -15,6 +15,7 @@ One place for what several modules need, so none imports another's private names
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import json
 import math
@@ -27,7 +28,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rnngrad._replay import LayerCall, Recorder, patched_layers, replay_kind
+from rnngrad._replay import (
+    LayerCall,
+    ProbeRefusal,
+    Recorder,
+    patched_layers,
+    refuse,
+    replay_kind,
+    take_refusal,
+)
 from rnngrad._validation import check_choice, check_int
 
 __all__ = [
@@ -43,6 +52,8 @@ __all__ = [
     "check_model",
     "check_targets",
     "global_norm",
+    "input_names",
+    "input_structure",
     "prepare_batches",
     "probed_layers",
     "resolve_loss",
@@ -129,6 +140,11 @@ def probed_layers(model: keras.Model, state: str) -> tuple[list, list, dict]:
     for layer in layers:
         names.setdefault(id(layer), layer.name)
         label = f"layer {names[id(layer)]!r} ({type(layer).__name__})"
+        if isinstance(layer.cell, keras.layers.StackedRNNCells):
+            raise ProbeRefusal(
+                f"{label} runs StackedRNNCells (keras.layers.RNN given a list of cells); the "
+                "probe measures one state per layer: build one RNN layer per cell"
+            )
         if layer.stateful:
             raise ValueError(
                 f"{label} is stateful; the probe does not support stateful layers (rebuild "
@@ -174,14 +190,6 @@ def _model_outputs(model: keras.Model) -> list | None:
     return list(outputs) if outputs else None
 
 
-def _model_inputs(model: keras.Model) -> list | None:
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        return None
-    return list(inputs) if inputs else None
-
-
 # --------------------------------------------------------------------------- losses
 
 
@@ -194,6 +202,7 @@ class LossSpec:
     loss: keras.losses.Loss | Callable | None  # None: 1/2 ||output||^2 per example
     sparse: bool  # targets are class ids
     key: Hashable
+    weight: float = 1.0  # compile(loss_weights=...): Keras multiplies the loss by it
 
     @property
     def mean_of_examples(self) -> bool:
@@ -222,19 +231,21 @@ class LossSpec:
         else:
             values = _unreduced(self.loss, y, y_pred)
             if values.shape.rank == 0:
-                raise ValueError(
+                refuse(
                     f"loss {self.label} returns a scalar; the probe needs one value per "
                     "example, shape (B,) or (B, T)"
                 )
             if mask is None:
                 mask = getattr(values, "_keras_mask", None)
-        values = tf.cast(values, _loss_dtype(y_pred))
+        values = tf.cast(values, _loss_dtype(y_pred)) * self.weight
         if values.shape.rank == 1:
             return values
         axes = list(range(1, values.shape.rank))
-        if mask is None or mask.shape.rank != values.shape.rank:
+        if mask is None:
             return tf.reduce_mean(values, axis=axes)
-        weight = tf.cast(mask, values.dtype)
+        values, weight = _same_rank(values, tf.cast(mask, values.dtype))
+        axes = list(range(1, values.shape.rank))
+        weight = tf.broadcast_to(weight, tf.shape(values))
         return tf.math.divide_no_nan(
             tf.reduce_sum(values * weight, axis=axes), tf.reduce_sum(weight, axis=axes)
         )
@@ -244,15 +255,32 @@ class LossSpec:
         if self.loss is None:
             return tf.reduce_mean(self.per_example(y, y_pred))
         if isinstance(self.loss, keras.losses.Loss):
-            return self.loss(y, y_pred)
+            return self.loss(y, y_pred) * self.weight
         # A function: Keras wraps it with the "sum_over_batch_size" reduction, which with a
         # mask is the mean over the unmasked entries.
-        values = _unreduced(self.loss, y, y_pred)
+        values = _unreduced(self.loss, y, y_pred) * self.weight
         mask = getattr(y_pred, "_keras_mask", None)
-        if mask is None or mask.shape.rank != values.shape.rank:
+        if mask is None:
             return tf.reduce_mean(values)
-        weight = tf.cast(mask, values.dtype)
+        values, weight = _same_rank(values, tf.cast(mask, values.dtype))
+        weight = tf.broadcast_to(weight, tf.shape(values))
         return tf.math.divide_no_nan(tf.reduce_sum(values * weight), tf.reduce_sum(weight))
+
+
+def _same_rank(values: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """As Keras matches a loss and its mask: a trailing axis of 1 is squeezed, else the
+    lower-rank one gets a trailing axis."""
+    while values.shape.rank > mask.shape.rank:
+        if values.shape[-1] == 1:
+            values = tf.squeeze(values, -1)
+        else:
+            mask = tf.expand_dims(mask, -1)
+    while mask.shape.rank > values.shape.rank:
+        if mask.shape[-1] == 1:
+            mask = tf.squeeze(mask, -1)
+        else:
+            values = tf.expand_dims(values, -1)
+    return values, mask
 
 
 def _loss_dtype(y_pred: tf.Tensor) -> tf.DType:
@@ -279,13 +307,48 @@ def resolve_loss(model: keras.Model, loss: Any, *, has_targets: bool) -> LossSpe
         compiled = getattr(model, "loss", None) if getattr(model, "compiled", False) else None
         if compiled is None:
             return _spec("mse", "default")
-        if isinstance(compiled, (list, tuple, dict)):
-            raise ValueError(
-                f"model {model.name!r} was compiled with one loss per output ({compiled!r}); "
-                "the probe needs a model with one output and one loss"
+        loss = _single(compiled, model, "loss")
+        spec = _spec(loss, "compiled")
+        weight = _compiled_loss_weight(model)
+        if weight != 1.0:  # Keras multiplies the loss by it, so its gradients too
+            spec = dataclasses.replace(
+                spec, label=f"{spec.label} x {weight:g}", weight=weight, key=(spec.key, weight)
             )
-        loss, source = compiled, "compiled"
+        return spec
     return _spec(loss, source)
+
+
+def _single(value: Any, model: keras.Model, what: str) -> Any:
+    """The one entry of a compile argument given per output (a list or dict of one)."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise ValueError(
+                f"model {model.name!r} was compiled with one {what} per output ({value!r}); "
+                "the probe needs a model with one output"
+            )
+        value = value[0]
+    return value
+
+
+def _compiled_loss_weight(model: keras.Model) -> float:
+    """``compile(loss_weights=...)``, which Keras multiplies the loss by (1 if unset)."""
+    compiled = getattr(model, "_compile_loss", None)
+    weights = getattr(compiled, "_user_loss_weights", None)
+    if weights is None:
+        config = getattr(getattr(model, "_compile_config", None), "config", {}) or {}
+        weights = config.get("loss_weights")
+    if weights is None:
+        return 1.0
+    weight = _single(weights, model, "loss weight")
+    try:
+        return float(weight)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"model {model.name!r} was compiled with loss_weights={weights!r}; the probe "
+            "needs a number"
+        ) from None
 
 
 def _spec(loss: Any, source: str) -> LossSpec:
@@ -417,12 +480,20 @@ def _dataset_batches(model, dataset, spec_for, batch_size):
         first = next(iterator)
     except StopIteration:
         raise ValueError("x is an empty tf.data.Dataset") from None
-    has_targets = isinstance(first, tuple) and len(first) in (2, 3)
+    if isinstance(first, tuple) and len(first) == 3:
+        raise ValueError(
+            "x is a dataset of (x, y, sample_weight): the probe does not use sample weights; "
+            "give a dataset of (x, y) (the mean over examples is then unweighted)"
+        )
+    # As in Keras, a pair is (x, y); a model with two inputs and no targets takes ((a, b),).
+    has_targets = isinstance(first, tuple) and len(first) == 2
     spec = spec_for(has_targets)
 
     def split(element):
+        if isinstance(element, tuple) and len(element) == 1:
+            return element[0], None
         if has_targets:
-            if not isinstance(element, tuple) or len(element) not in (2, 3):
+            if not isinstance(element, tuple) or len(element) != 2:
                 raise ValueError("every element of the dataset must be (x, y) like the first")
             return element[0], element[1]
         return element, None
@@ -458,48 +529,117 @@ def _batch_size(xs: Any) -> int:
     return int(tf.nest.flatten(xs)[0].shape[0])
 
 
+def input_structure(model: keras.Model) -> Any:
+    """The model's inputs as it was built (a KerasTensor, or a list or dict of them);
+    None for a subclassed model that does not declare them."""
+    try:
+        return model.input
+    except (AttributeError, ValueError):  # a Sequential model knows only model.inputs
+        pass
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not inputs:
+        return None
+    return inputs[0] if len(inputs) == 1 else list(inputs)
+
+
+def input_names(model: keras.Model) -> list[str]:
+    """The names ``x`` may use for a multi-input model: the dict keys it was built
+    with, else its ``Input`` layers' names, in order."""
+    structure = input_structure(model)
+    if isinstance(structure, dict):
+        return list(structure)
+    if isinstance(structure, (list, tuple)):
+        return [tensor.name for tensor in structure]
+    return [] if structure is None else [structure.name]
+
+
 def check_inputs(model: keras.Model, x: Any) -> Any:
-    """``x`` as the model takes it (an array, or a list of arrays for a multi-input
-    model), in the inputs' dtypes; a TypeError/ValueError naming what is wrong."""
-    specs = _model_inputs(model)
-    if specs is not None and len(specs) > 1:
-        arrays = _match_inputs(model, x, specs)
+    """``x`` as the model takes it, checked: an array, or a list or dict of arrays in the
+    structure the model was built with, in the inputs' dtypes; a TypeError/ValueError
+    naming what is wrong."""
+    structure = input_structure(model)
+    if isinstance(structure, dict):
+        checked = _match_dict(model, x, structure)
+    elif isinstance(structure, (list, tuple)) and len(structure) > 1:
+        checked = _match_list(model, x, list(structure))
+    elif structure is not None:  # one input
+        tensor = structure[0] if isinstance(structure, (list, tuple)) else structure
+        checked = _check_one("x", _only(model, x, tensor.name), tensor, model)
+    elif isinstance(x, dict) or _is_array_list(x):  # a subclassed model: take x's structure
+        checked = tf.nest.map_structure(lambda a: _check_one("x", a, None, model), x)
+        if isinstance(x, tuple):
+            checked = list(checked)
     else:
-        if isinstance(x, dict) and specs is not None and len(x) == 1:
-            x = next(iter(x.values()))
-        elif isinstance(x, (list, tuple)) and len(x) == 1 and not _is_numeric_list(x):
-            x = x[0]
-        arrays = [_check_one("x", x, None if specs is None else specs[0], model)]
-    sizes = {a.shape[0] for a in arrays}
+        checked = _check_one("x", x, None, model)
+    sizes = {a.shape[0] for a in tf.nest.flatten(checked)}
     if len(sizes) != 1:
         raise ValueError(f"x's arrays must all have the same number of examples, got {sizes}")
-    return arrays if specs is not None and len(specs) > 1 else arrays[0]
+    return checked
 
 
-def _is_numeric_list(x: Any) -> bool:
-    return not isinstance(x[0], (np.ndarray, list, tuple, dict)) and not hasattr(x[0], "shape")
+def _is_array_list(x: Any) -> bool:
+    """A list or tuple of arrays (several inputs), not a nested list of numbers."""
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(hasattr(p, "shape") for p in x)
 
 
-def _match_inputs(model: keras.Model, x: Any, specs: list) -> list[np.ndarray]:
-    names = [getattr(s, "name", None) or f"input_{i}" for i, s in enumerate(specs)]
-    # Keras names an Input's tensor after its layer; dict keys name the Input layers.
-    layer_names = [layer.name for layer in getattr(model, "_input_layers", [])] or names
+def _only(model: keras.Model, x: Any, name: str) -> Any:
+    """The one array of a single-input model, from an array, a list of one or a dict
+    keyed by the input's name."""
     if isinstance(x, dict):
-        missing = [n for n in layer_names if n not in x]
+        if list(x) != [name]:
+            raise ValueError(
+                f"x must be an array for model {model.name!r}, or a dict with the one key "
+                f"{name!r}; got keys {sorted(map(str, x))}"
+            )
+        return x[name]
+    if _is_array_list(x):
+        if len(x) != 1:
+            raise ValueError(
+                f"model {model.name!r} has one input; x must be one array, got {len(x)}"
+            )
+        return x[0]
+    return x
+
+
+def _match_dict(model: keras.Model, x: Any, structure: dict) -> dict[str, np.ndarray]:
+    if not isinstance(x, dict):
+        raise TypeError(
+            f"model {model.name!r} takes a dict of inputs ({', '.join(structure)}); x must be "
+            f"a dict with those keys, got {type(x).__name__}"
+        )
+    missing = [key for key in structure if key not in x]
+    extra = [key for key in x if key not in structure]
+    if missing or extra:
+        raise ValueError(
+            f"x must have exactly the keys of model {model.name!r}'s inputs "
+            f"({', '.join(structure)}); missing {missing or 'none'}, unknown {extra or 'none'}"
+        )
+    return {
+        key: _check_one(f"x[{key!r}]", x[key], tensor, model) for key, tensor in structure.items()
+    }
+
+
+def _match_list(model: keras.Model, x: Any, tensors: list) -> list[np.ndarray]:
+    names = [tensor.name for tensor in tensors]
+    if isinstance(x, dict):  # Keras matches a dict to a list of inputs by their names
+        missing = [n for n in names if n not in x]
         if missing:
             raise ValueError(
                 f"x must have a key for every input of model {model.name!r} "
-                f"({', '.join(layer_names)}); missing {', '.join(missing)}"
+                f"({', '.join(names)}); missing {', '.join(missing)}"
             )
-        x = [x[n] for n in layer_names]
-    if not isinstance(x, (list, tuple)) or len(x) != len(specs):
+        x = [x[n] for n in names]
+    if not isinstance(x, (list, tuple)) or len(x) != len(tensors):
         raise TypeError(
-            f"model {model.name!r} has {len(specs)} inputs ({', '.join(layer_names)}); x must "
-            f"be a list, tuple or dict of {len(specs)} arrays, got {type(x).__name__}"
+            f"model {model.name!r} has {len(tensors)} inputs ({', '.join(names)}); x must "
+            f"be a list, tuple or dict of {len(tensors)} arrays, got {type(x).__name__}"
         )
     return [
-        _check_one(f"x[{name!r}]", part, spec, model)
-        for name, part, spec in zip(layer_names, x, specs)
+        _check_one(f"x[{name!r}]", part, tensor, model)
+        for name, part, tensor in zip(names, x, tensors)
     ]
 
 
@@ -510,6 +650,8 @@ def _check_one(name: str, value: Any, spec: Any, model: keras.Model) -> np.ndarr
         array = np.asarray(value)
     except Exception as err:  # ragged lists
         raise TypeError(f"{name} must be array-like, got {type(value).__name__}: {err}") from None
+    if np.iscomplexobj(array):
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise TypeError(f"{name} must hold numbers, got dtype {array.dtype}")
     if array.ndim == 0 or array.shape[0] == 0:
@@ -529,7 +671,11 @@ def _check_one(name: str, value: Any, spec: Any, model: keras.Model) -> np.ndarr
         raise ValueError(
             f"{name} must have shape {shown} for model {model.name!r}, got {array.shape}"
         )
-    return array.astype(keras.backend.standardize_dtype(spec.dtype), copy=False)
+    dtype = keras.backend.standardize_dtype(spec.dtype)
+    if "int" in dtype and np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.equal(np.mod(array, 1), 0)):
+            raise TypeError(f"{name} must hold integers (ids) for model {model.name!r}")
+    return array.astype(dtype, copy=False)
 
 
 def _output_shape(model: keras.Model, xs: Any) -> tuple | None:
@@ -778,12 +924,32 @@ def _call(compiled: _CompiledProbe, model, x, y, directions) -> dict:
         args.append(y)
     if directions is not None:
         args.append(directions)
+    take_refusal()  # forget any refusal of an earlier, caught run
     try:
         with _quiet_retracing_warnings():
             return compiled.function(*args)
-    except (tf.errors.InvalidArgumentError, tf.errors.ResourceExhaustedError) as err:
-        first = str(err).strip().splitlines()[0]
-        raise ValueError(f"the probe could not run model {model.name!r} on x: {first}") from err
+    except tf.errors.OpError as err:
+        raise ValueError(
+            f"the probe could not run model {model.name!r} on x: {_op_error_cause(err)}"
+        ) from err
+    except Exception:
+        refusal = take_refusal()  # raised while tracing, under TensorFlow's wrapping
+        if refusal is not None:
+            raise ProbeRefusal(refusal) from None
+        raise
+
+
+def _op_error_cause(err: tf.errors.OpError) -> str:
+    """The line of a TensorFlow runtime error that says what went wrong."""
+    lines = [
+        line.strip()
+        for line in str(err.message).splitlines()
+        if line.strip()
+        and not line.startswith((" ", "\t"))
+        and not line.startswith(("Graph execution error", "Detected at node", "File "))
+        and "[Op:" not in line
+    ]
+    return lines[-1] if lines else str(err).strip().splitlines()[0]
 
 
 def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates):
@@ -801,14 +967,14 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
             with patched_layers(layers, recorder, wrappers):
                 y_pred = model(x, training=False)
             if isinstance(y_pred, (list, tuple, dict)):
-                raise ValueError(f"model {model.name!r} has several outputs; the probe needs one")
+                refuse(f"model {model.name!r} has several outputs; the probe needs one")
             per_example = spec.per_example(y, y_pred)  # (B,)
             total = tf.reduce_sum(per_example)  # example i's states only affect L_i
             perturbations = [c.perturbations for c in recorder.calls]
             weights = []
             if transport:  # each layer's transport lane, in the same pass
                 for call in recorder.calls:
-                    total += _transport_term(call, directions)
+                    total += tf.cast(_transport_term(call, directions), total.dtype)
                 perturbations += [[c.lane] for c in recorder.calls]
                 # The weights' gradient of sum_i L_i, in the same backward pass, is the
                 # optimizer's gradient (times B) when the lanes hold the weights fixed,
@@ -821,7 +987,7 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
                 )
                 weights = list(model.trainable_variables) if exact else []
         if not recorder.calls:
-            raise ValueError(f"model {model.name!r} never called its recurrent layers")
+            refuse(f"model {model.name!r} never called its recurrent layers")
         compiled.calls[:] = [(c.layer, c.kind, c.backwards) for c in recorder.calls]
         grads = tape.gradient(  # the one backward pass, for every layer at once
             total, [*perturbations, weights], unconnected_gradients=tf.UnconnectedGradients.ZERO
@@ -874,9 +1040,10 @@ def _transport_term(call: LayerCall, directions: tf.Tensor) -> tf.Tensor:
     """sum over the batch of u_i . h_T, u_i the example's fixed random unit vector
     (:func:`transport_directions`)."""
     h = call.lane_final  # (B, units): the transport lane's last state
-    u = directions[:, : h.shape[-1]]
+    dtype = tf.float64 if h.dtype == tf.float64 else tf.float32
+    u = tf.cast(directions[:, : h.shape[-1]], dtype)
     u = u / tf.norm(u, axis=-1, keepdims=True)
-    return tf.reduce_sum(tf.cast(h, tf.float32) * u)
+    return tf.reduce_sum(tf.cast(h, dtype) * u)
 
 
 @contextlib.contextmanager
@@ -923,8 +1090,8 @@ def _quiet_retracing_warnings() -> Iterator[None]:
 
 
 def _relative_error(ours: Any, ref: Any) -> float:
-    a = np.asarray(tf.cast(ours, tf.float64))
-    b = np.asarray(tf.cast(ref, tf.float64))
+    a = tf.cast(ours, tf.float64).numpy()
+    b = tf.cast(ref, tf.float64).numpy()
     if a.shape != b.shape:
         return math.inf
     if not np.array_equal(np.isnan(a), np.isnan(b)) or not np.array_equal(np.isinf(a), np.isinf(b)):
@@ -999,12 +1166,18 @@ class _Accumulator:
 
     def __init__(self, model, calls, names, spec, keep_gradients, transport, gates):
         self.rows: list[Row] = []
-        seen: dict[str, int] = {}
+        calls_of: dict[int, int] = {}  # layer identity -> calls so far
+        owner_of: dict[str, int] = {}  # display name -> the first layer with it
         for layer, kind, backwards in calls:
             name = names[id(layer)]
-            seen[name] = seen.get(name, 0) + 1
-            if seen[name] > 1:  # a layer called more than once gets one row per call
-                name = f"{name} (call {seen[name]})"
+            if owner_of.setdefault(name, id(layer)) != id(layer):
+                # another layer with the same name (e.g. two reloaded copies of one model)
+                clash = 1 + sum(1 for n in owner_of if n == name or n.startswith(f"{name} ["))
+                name = f"{name} [{clash}]"
+                owner_of[name] = id(layer)
+            calls_of[id(layer)] = calls_of.get(id(layer), 0) + 1
+            if calls_of[id(layer)] > 1:  # the same layer called again: one row per call
+                name = f"{name} (call {calls_of[id(layer)]})"
             units = getattr(layer.cell, "units", None) or tf.nest.flatten(layer.cell.state_size)[0]
             self.rows.append(Row(name, layer, kind, cell_family(layer), backwards, int(units)))
         n = len(self.rows)

@@ -41,9 +41,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import keras
 import tensorflow as tf
@@ -51,9 +52,12 @@ import tensorflow as tf
 __all__ = [
     "STOCK_CELLS",
     "LayerCall",
+    "ProbeRefusal",
     "Recorder",
     "patched_layers",
+    "refuse",
     "replay_kind",
+    "take_refusal",
 ]
 
 STOCK_CELLS = {
@@ -64,6 +68,31 @@ STOCK_CELLS = {
 """Cells whose equations the replay computes itself (exact types only)."""
 
 GATE_NAMES = {"lstm": ("i", "f", "o"), "gru": ("z", "r")}
+
+
+class ProbeRefusal(ValueError):
+    """The probe cannot compute this model exactly; the message says why."""
+
+
+_REFUSAL = threading.local()
+
+
+def refuse(message: str) -> NoReturn:
+    """Raise a :class:`ProbeRefusal`, keeping its message for the caller to report.
+
+    Raised while a model is traced, the error reaches the caller wrapped in
+    TensorFlow's and Keras's "in user code" text; :func:`take_refusal` gives the
+    message back intact.
+    """
+    _REFUSAL.message = message
+    raise ProbeRefusal(message)
+
+
+def take_refusal() -> str | None:
+    """The message of the last refusal raised in this thread, once."""
+    message = getattr(_REFUSAL, "message", None)
+    _REFUSAL.message = None
+    return message
 
 
 def replay_kind(layer: keras.layers.RNN) -> str:
@@ -330,13 +359,13 @@ class _CellStep:
         self.layer, self.cell = layer, layer.cell
         name = f"layer {layer.name!r} ({type(layer.cell).__name__})"
         if recorder.state != "h":
-            raise ValueError(
+            refuse(
                 f"state={recorder.state!r} needs a stock LSTM cell, whose cell state the probe "
                 f"can perturb before h_t is formed; {name} runs its own cell equations"
             )
         sizes = tf.nest.flatten(self.cell.state_size)
         if not all(isinstance(s, int) for s in sizes):
-            raise ValueError(f"{name} has states that are not vectors; the probe cannot probe it")
+            refuse(f"{name} has states that are not vectors; the probe cannot probe it")
         self.units = int(sizes[0])
         self.kwargs = {"training": False} if _accepts_training(self.cell) else {}
         self.x = x
@@ -354,7 +383,7 @@ class _CellStep:
         output, new_states = self.cell(x_t, tuple(carry), **self.kwargs)  # as Keras's loop
         new_states = tf.nest.flatten(new_states)
         if output is not new_states[0]:
-            raise ValueError(
+            refuse(
                 f"{self.name}: the cell's output is not its first state, so the probe cannot "
                 "tell which tensor is h_t; it supports cells that return (h, [h, ...])"
             )

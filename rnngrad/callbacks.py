@@ -106,7 +106,8 @@ class GradientHistory(keras.callbacks.Callback):
         The same in epochs (``steps / steps_per_epoch``; NaN for a mid-epoch
         measurement when Keras does not know the epoch's length).
     grad_norms : list of float
-        Global norm of dL/dθ, L the batch-mean loss (regularization terms excluded).
+        Global norm of the gradient of the training loss (as Keras reduces it, plus the
+        model's regularization losses) w.r.t. the trainable weights, as in ``fit``.
     profiles : list of numpy.ndarray
         ``(rows, T)`` state-gradient norms, as from
         :func:`~rnngrad.probes.state_gradient_norms`.

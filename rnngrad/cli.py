@@ -175,7 +175,8 @@ def _diagnose_command(args: argparse.Namespace) -> int:
         report = diagnose(model, x, y, loss=loss)
     except (ValueError, TypeError) as err:
         raise CliError(str(err).strip().splitlines()[0]) from None
-    if load_note:
+    if load_note:  # the loss was not restored: say so once, instead of "not compiled"
+        report.notes = [n for n in report.notes if "not compiled" not in n]
         report.notes.append(load_note)
     if source == "random":
         report.notes.append(
@@ -198,7 +199,7 @@ def _diagnose_command(args: argparse.Namespace) -> int:
 
 
 def _describe_batch(x: Any, np: Any) -> str:
-    first = x[0] if isinstance(x, list) else x
+    first = next(iter(x.values())) if isinstance(x, dict) else x[0] if isinstance(x, list) else x
     shape = np.shape(first)
     return f"{shape[0]} sequences of length {shape[1]}" if len(shape) > 1 else f"{shape[0]} rows"
 
@@ -216,8 +217,8 @@ def _load_model(path: Path, *, unsafe: bool) -> tuple[Any, str | None]:
                 raise
             model = keras.models.load_model(path, safe_mode=not unsafe, compile=False)
             note = (
-                f"the saved loss could not be restored ({str(err).splitlines()[0][:80]}); "
-                "pass --loss to choose one"
+                f"the saved loss could not be restored ({str(err).splitlines()[0][:80]}), so "
+                "the loss is MSE; pass --loss to choose one"
             )
     except (ValueError, TypeError) as err:
         if _needs_unsafe(err):
@@ -239,10 +240,13 @@ def _needs_unsafe(err: Exception) -> bool:
 
 
 def _inputs(model: Any, args: argparse.Namespace, np: Any) -> tuple[Any, Any, str]:
-    names = [layer.name for layer in getattr(model, "_input_layers", [])]
+    from rnngrad._engine import input_names, input_structure
+
+    names = input_names(model)
     if args.data is not None:
         return (*_data_file(args.data, names, args.batch, np), args.data)
-    specs = _input_specs(model)
+    structure = input_structure(model)
+    specs = list(structure.values()) if isinstance(structure, dict) else _input_specs(model)
     if len(specs) != 1:
         raise CliError(
             f"the model has {len(specs)} inputs ({', '.join(names)}); pass --data with one "
@@ -296,11 +300,14 @@ def _data_file(name: str, input_names: list[str], batch: int | None, np: Any) ->
         keys = list(arrays.files)
     except (OSError, ValueError, zipfile.BadZipFile) as err:
         raise CliError(f"cannot read {name}: {err}") from None
-    y = arrays["y"][:batch] if "y" in keys else None
-    if "x" in keys:
-        return arrays["x"][:batch], y
-    if len(input_names) > 1 and all(n in keys for n in input_names):
-        return [arrays[n][:batch] for n in input_names], y
+    try:
+        y = arrays["y"][:batch] if "y" in keys else None
+        if "x" in keys:
+            return arrays["x"][:batch], y
+        if len(input_names) > 1 and all(n in keys for n in input_names):
+            return {n: arrays[n][:batch] for n in input_names}, y
+    except ValueError as err:  # object arrays need pickle, which is refused
+        raise CliError(f"cannot read {name}: {err}; save plain numeric arrays") from None
     wanted = "'x'" if len(input_names) <= 1 else f"'x' or one per input ({', '.join(input_names)})"
     raise CliError(f"{name} must hold an array named {wanted} (found: {', '.join(keys)})")
 

@@ -98,6 +98,8 @@ class LayerReport:
     sigma_max: dict[str, float] = field(default_factory=dict)
     sigma_min: dict[str, float] = field(default_factory=dict)
     gates: dict[str, float] | None = None  # mean gate openings (LSTM: i, f, o; GRU: z, r)
+    keep_bias: float | None = None  # mean bias of the forget (LSTM) or update (GRU) gate
+    projected_horizon: int | None = None  # healthy but shrinking: lags until the threshold
 
 
 @dataclass
@@ -143,6 +145,12 @@ class DiagnosisReport:
                 f"{layer.verdict}; transport x{layer.decay_per_step:.4g} per step, horizon "
                 f"{horizon}; loss gradient first/last step {first}"
             )
+            if layer.projected_horizon is not None:
+                lines.append(
+                    f"    healthy over this length, but at this rate the transport would fall "
+                    f"below {rules['vanishing_ratio']:g} after about "
+                    f"{layer.projected_horizon} steps"
+                )
             if layer.sigma_max:
                 blocks = ", ".join(
                     f"{gate}: rho {layer.spectral_radius[gate]:.3g} / sigma_max "
@@ -220,6 +228,8 @@ def diagnose(
     run = run_probe(
         model, x, y, loss=loss, state="h", batch_size=batch_size, transport=True, gates=True
     )
+    if not any(count.sum() for count in run.norm_counts):
+        raise ValueError("every step of every example in x is masked: there is nothing to diagnose")
     norm = run.global_norm  # measured in the same pass where that is exact
     if norm is None:
         norm, _ = global_norm(model, x, y, loss=loss, batch_size=batch_size)
@@ -248,8 +258,39 @@ def diagnose(
         thresholds=rules,
         notes=notes,
     )
-    report.suggestions = _suggestions(report, rules)
+    clipping = _optimizer_clipping(model)
+    if clipping is not None:
+        report.notes.append(f"the model's optimizer already clips ({clipping})")
+    conflicted = _shared_with_conflicting_verdicts(run.rows, reports)
+    if conflicted:
+        report.notes.append(
+            f"{', '.join(sorted(conflicted))} share weights with rows of another verdict (the "
+            "same layer on different inputs): no advice on their recurrent matrices"
+        )
+    report.suggestions = _suggestions(report, rules, clipping, conflicted)
     return report
+
+
+def _optimizer_clipping(model: keras.Model) -> str | None:
+    """The clipping the compiled model's optimizer already does, as Keras names it."""
+    optimizer = getattr(model, "optimizer", None) if getattr(model, "compiled", False) else None
+    for option in ("global_clipnorm", "clipnorm", "clipvalue"):
+        value = getattr(optimizer, option, None)
+        if value is not None:
+            return f"{option}={value:g}"
+    return None
+
+
+def _shared_with_conflicting_verdicts(rows: list[Row], reports: list[LayerReport]) -> set[str]:
+    """Rows of one layer (called more than once) whose verdicts differ."""
+    by_layer: dict[int, list[LayerReport]] = {}
+    for row, report in zip(rows, reports):
+        by_layer.setdefault(id(row.layer), []).append(report)
+    conflicted: set[str] = set()
+    for group in by_layer.values():
+        if len({r.verdict for r in group} - {NO_SIGNAL}) > 1:
+            conflicted |= {r.name for r in group}
+    return conflicted
 
 
 # --------------------------------------------------------------------------- layers
@@ -294,6 +335,10 @@ def _layer_report(
             sigma[gate] = max_singular_value(matrix)
             sigma_min[gate] = float(singular.min())
     finite = transport[np.isfinite(transport)]
+    projected = None
+    if verdict == "healthy" and math.isfinite(rate) and rate < 0:
+        # At the fitted rate, the lag at which the transport would cross the threshold.
+        projected = math.ceil(math.log(rules["vanishing_ratio"]) / rate)
     return LayerReport(
         name=row.name,
         layer_class=type(row.layer).__name__,
@@ -313,7 +358,24 @@ def _layer_report(
         sigma_max=sigma,
         sigma_min=sigma_min,
         gates=gates,
+        keep_bias=_keep_bias(row),
+        projected_horizon=projected,
     )
+
+
+def _keep_bias(row: Row) -> float | None:
+    """The mean bias of the gate that keeps the state: an LSTM's forget gate, a GRU's
+    update gate (input and recurrent biases together); None without one."""
+    cell = row.layer.cell
+    if row.family not in ("lstm", "gru") or not getattr(cell, "use_bias", False):
+        return None
+    bias = cell.bias.numpy().astype(np.float64)
+    units = cell.units
+    if row.family == "lstm":
+        return float(bias[units : 2 * units].mean())
+    if bias.ndim == 2:  # reset_after: input and recurrent biases, both added to z
+        return float((bias[0, :units] + bias[1, :units]).mean())
+    return float(bias[:units].mean())
 
 
 # --------------------------------------------------------------------------- suggestions
@@ -334,7 +396,12 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-def _suggestions(report: DiagnosisReport, rules: dict[str, float]) -> list[Suggestion]:
+def _suggestions(
+    report: DiagnosisReport,
+    rules: dict[str, float],
+    clipping: str | None = None,
+    conflicted: set[str] = frozenset(),
+) -> list[Suggestion]:
     """What to try, from the measurements: each names its layers and its evidence, none
     repeats what the model already does, and rows that need the same change share one
     suggestion."""
@@ -373,27 +440,30 @@ def _suggestions(report: DiagnosisReport, rules: dict[str, float]) -> list[Sugge
                 f"steps back (x{layer.decay_per_step:.3g} per step; threshold "
                 f"{rules['exploding_ratio']:g})"
             )
-            if sigma is not None and sigma > 1.0:
+            if sigma is not None and sigma > 1.0 and name not in conflicted:
                 add(
                     "init",
                     "scale down the recurrent matrix of {layers} (e.g. orthogonal with gain 1)",
                     name,
                     f"{evidence}; its largest singular value is {sigma:.3g}, above 1",
                 )
-            add(
-                "remedies",
-                "if training is unstable, bound each update with global_clipnorm (set near "
-                "the median gradient norm); clipping bounds the step, not the growth",
-                name,
-                f"{evidence}; the global gradient norm is {report.global_gradient_norm:.3g}",
-            )
+            if clipping is None:
+                add(
+                    "remedies",
+                    "if training is unstable, bound each update with global_clipnorm (set "
+                    "near the median gradient norm); clipping bounds the step, not the growth",
+                    name,
+                    f"{evidence}; the global gradient norm is {report.global_gradient_norm:.3g}",
+                )
         elif layer.verdict == "vanishing":
             evidence = (
                 f"in {name} the gradient arriving at the last state falls below "
                 f"{vanishing_ratio:g} after {layer.horizon} steps (x{layer.decay_per_step:.3g} "
                 "per step)"
             )
-            _vanishing_suggestions(layer, evidence, lags, vanishing_ratio, add)
+            _vanishing_suggestions(
+                layer, evidence, lags, vanishing_ratio, add, layer.name in conflicted
+            )
     return [
         Suggestion(
             action.format(layers=_join(names)),
@@ -409,14 +479,14 @@ def _join(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _vanishing_suggestions(layer, evidence, lags, vanishing_ratio, add) -> None:
+def _vanishing_suggestions(layer, evidence, lags, vanishing_ratio, add, shared) -> None:
     name = layer.name
     if layer.cell == "simple":
         add("gating", "replace {layers} by an LSTM or GRU layer", name, evidence)
         sigma = layer.sigma_max.get("h")
         smallest = layer.sigma_min.get("h")
         orthogonal = sigma is not None and abs(sigma - 1) < 0.05 and abs(smallest - 1) < 0.05
-        if sigma is not None and not orthogonal:
+        if sigma is not None and not orthogonal and not shared:
             spread = (
                 f"all {sigma:.3g}"
                 if math.isclose(sigma, smallest, rel_tol=1e-3)
@@ -437,15 +507,19 @@ def _vanishing_suggestions(layer, evidence, lags, vanishing_ratio, add) -> None:
         # the sequence needs keep >= ratio^(1 / lags).
         needed = vanishing_ratio ** (1.0 / max(lags, 1))
         gate = "forget" if keep_name == "f" else "update"
-        if keep < needed:
+        if keep < needed and layer.keep_bias is not None:
+            # Shifting the bias shifts every pre-activation: to first order the mean gate
+            # moves from logit(keep) to logit(needed).
+            shift = _logit(needed) - _logit(min(max(keep, 1e-6), 1 - 1e-6))
+            target = layer.keep_bias + shift
             add(
                 "gating",
-                f"raise the {gate}-gate bias of {{layers}} to about {_logit(needed):.1f} (mean "
-                f"{gate} gate {needed:.3f}), e.g. by chrono initialization",
+                f"raise the {gate}-gate bias of {{layers}} to about {target:.1f} (for a mean "
+                f"{gate} gate of {needed:.3f}), e.g. by chrono initialization",
                 name,
-                f"{evidence}; its mean {gate} gate is {keep:.3f} (bias about "
-                f"{_logit(min(max(keep, 1e-6), 1 - 1e-6)):.1f}), and keeping {vanishing_ratio:g} "
-                f"of the gradient over {lags} steps needs at least {needed:.3f}",
+                f"{evidence}; its {gate}-gate bias is {layer.keep_bias:.2f} on average and its "
+                f"mean {gate} gate {keep:.3f}, and keeping {vanishing_ratio:g} of the gradient "
+                f"over {lags} steps needs at least {needed:.3f}",
             )
             return
     add(

@@ -149,7 +149,8 @@ def diagonal_path_profile(last_gradient: Any, keep: Any) -> np.ndarray:
 
 
 def _numpy(variable: Any) -> np.ndarray:
-    return keras.ops.convert_to_numpy(variable).astype(np.float64)
+    value = variable.numpy() if hasattr(variable, "numpy") else variable
+    return np.asarray(value, dtype=np.float64)
 
 
 def _activation(function: Any):

@@ -55,11 +55,11 @@ def simple_rnn_preactivations(layer: keras.layers.Layer, x: Any) -> np.ndarray:
     activation = check_choice("layer activation", name, ACTIVATION_DERIVATIVE_BOUNDS)
     x = check_array("x", x, ndim=3).astype(np.float64)
     cell = layer.cell
-    kernel = keras.ops.convert_to_numpy(cell.kernel).astype(np.float64)
+    kernel = cell.kernel.numpy().astype(np.float64)
     if x.shape[-1] != kernel.shape[0]:
         raise ValueError(f"x must have {kernel.shape[0]} features, got shape {x.shape}")
-    recurrent = keras.ops.convert_to_numpy(cell.recurrent_kernel).astype(np.float64)
-    bias = keras.ops.convert_to_numpy(cell.bias).astype(np.float64) if cell.use_bias else 0.0
+    recurrent = cell.recurrent_kernel.numpy().astype(np.float64)
+    bias = cell.bias.numpy().astype(np.float64) if cell.use_bias else 0.0
     phi = _ACTIVATIONS[activation]
     driven = x @ kernel + bias  # (B, T, U): the input drive of every step
     pre = np.empty_like(driven)

@@ -257,9 +257,7 @@ def build_rnn(
     for index, layer in enumerate(recurrent_layers(model)):
         if keras_default:  # one orthogonal (units, gates * units) matrix, in Keras's layout
             whole = keras.initializers.Orthogonal(seed=_subseed(seed, index, 1))
-            kernel = recurrent_gain * keras.ops.convert_to_numpy(
-                whole((units, n_gates * units), dtype)
-            )
+            kernel = recurrent_gain * whole((units, n_gates * units), dtype).numpy()
         else:
             blocks = []
             for gate in range(n_gates):
@@ -327,7 +325,7 @@ def set_forget_bias(model: keras.Model, bias: float) -> list[str]:
         cell = layer.cell
         if cell_family(layer) != "lstm" or not cell.use_bias:
             continue
-        values = keras.ops.convert_to_numpy(cell.bias).copy()
+        values = cell.bias.numpy().copy()
         values[cell.units : 2 * cell.units] = bias  # Keras's gate order: i, f, c, o
         cell.bias.assign(values)
         changed.append(layer.name)
@@ -430,7 +428,7 @@ def recurrent_matrix(layer: keras.layers.Layer, gate: str | None = None) -> np.n
             raise ValueError(f"gate must be one of {gates} for a {kind.upper()} layer")
         index = gates.index(check_choice("gate", gate, gates))
     units = layer.cell.units
-    kernel = keras.ops.convert_to_numpy(layer.cell.recurrent_kernel)
+    kernel = layer.cell.recurrent_kernel.numpy()
     return kernel[:, index * units : (index + 1) * units].T
 
 

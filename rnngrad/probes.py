@@ -387,15 +387,27 @@ def _concatenate(batches: list[np.ndarray], longest: int) -> np.ndarray:
 
 
 def _warn_if_overflowing(run: ProbeRun) -> None:
-    """Warn when gradients overflowed the dtype they were computed in."""
-    if not run.non_finite:
-        return
+    """Warn when gradients overflowed the dtype they were computed in, or, in half
+    precision, underflowed to exact zeros."""
     dtype = run.rows[0].layer.cell.compute_dtype
-    largest = tf.as_dtype(dtype).max
     total = sum(int(c.sum()) for c in run.norm_counts)
-    warnings.warn(
-        f"{run.non_finite} of {total} gradient norms are inf or NaN: the gradients "
-        f"overflow {dtype}'s range (max {largest:.2g}), as exploding gradients do.",
-        RuntimeWarning,
-        stacklevel=3,
-    )
+    if run.non_finite:
+        largest = tf.as_dtype(dtype).max
+        warnings.warn(
+            f"{run.non_finite} of {total} gradient norms are inf or NaN: the gradients "
+            f"overflow {dtype}'s range (max {largest:.2g}), as exploding gradients do.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if dtype in ("float16", "bfloat16"):
+        norms = run.norms()
+        zeros = int(np.count_nonzero(norms == 0))
+        if zeros and np.nanmax(norms) > 0:
+            tiny = float(np.finfo(np.float16).smallest_subnormal) if dtype == "float16" else None
+            smallest = f" (smallest {tiny:.1g})" if tiny else ""
+            warnings.warn(
+                f"{zeros} of {norms.size} gradient norms are exactly 0: the gradients underflow "
+                f"{dtype}{smallest}; the same weights in float32 would measure them.",
+                RuntimeWarning,
+                stacklevel=3,
+            )

@@ -125,7 +125,7 @@ def gain_scan(
     skip = check_int("skip", skip, minimum=0)
     x = check_array("x", x, ndim=3)
     activation = layer.cell.activation.__name__
-    original = keras.ops.convert_to_numpy(layer.cell.recurrent_kernel)
+    original = layer.cell.recurrent_kernel.numpy()
     dtype = original.dtype
     norms, chi = [], []
     try:

@@ -173,7 +173,7 @@ def lyapunov_scan(
     if not gains:
         raise ValueError("gains must hold at least one gain")
     x = check_array("x", x, ndim=3)
-    original = keras.ops.convert_to_numpy(layer.cell.recurrent_kernel)
+    original = layer.cell.recurrent_kernel.numpy()
     rows = []
     try:
         for g in gains:

@@ -1,0 +1,268 @@
+"""Cases a practitioner tried on the package (a review), each a regression test: the
+numbers equal Keras's own, or the package refuses with a clear message."""
+
+import json
+import subprocess
+import sys
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import rnngrad
+from rnngrad.probes import global_gradient_norm, gradient_profiles, state_gradient_norms
+
+RNG = np.random.default_rng(5)
+X = RNG.normal(size=(8, 10, 3)).astype("float32")
+Y = np.zeros((8, 1), "float32")
+
+
+def keras_norm(model, x, y):
+    """The optimizer's gradient norm: Keras's compiled loss under one tape."""
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=False))
+    grads = tape.gradient(loss, model.trainable_variables)
+    return np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in grads))
+
+
+def test_compiled_loss_weights_scale_the_loss_as_keras_does():
+    model = keras.Sequential([keras.Input((10, 3)), keras.layers.LSTM(4), keras.layers.Dense(1)])
+    model.compile(loss="mse", loss_weights=0.25)
+    y = RNG.normal(size=(8, 1)).astype("float32")
+    assert global_gradient_norm(model, X, y) == pytest.approx(keras_norm(model, X, y), rel=1e-5)
+    assert "x 0.25" in gradient_profiles(model, X, y).loss
+
+
+def test_sample_weights_in_a_dataset_are_refused():
+    model = keras.Sequential([keras.Input((10, 3)), keras.layers.GRU(4), keras.layers.Dense(1)])
+    dataset = tf.data.Dataset.from_tensor_slices((X, Y, np.ones(8, "float32"))).batch(8)
+    with pytest.raises(ValueError, match="sample weights"):
+        state_gradient_norms(model, dataset)
+
+
+def test_an_elementwise_loss_on_a_masked_sequence_is_masked_as_keras_masks_it():
+    def squared(a, b):
+        return tf.square(a - b)  # (B, T, 1): Keras squeezes it to the mask's rank
+
+    def masked_tagger():
+        keras.utils.set_random_seed(1)
+        return keras.Sequential(
+            [
+                keras.Input((10, 3)),
+                keras.layers.Masking(),
+                keras.layers.LSTM(3, return_sequences=True),
+                keras.layers.Dense(1),
+            ]
+        )
+
+    x = X.copy()
+    x[0, 6:], x[1, 3:] = 0.0, 0.0
+    y = RNG.normal(size=(8, 10, 1)).astype("float32")
+    custom, reference = masked_tagger(), masked_tagger()
+    custom.compile(loss=squared)
+    reference.compile(loss="mse")
+    assert global_gradient_norm(custom, x, y) == pytest.approx(keras_norm(custom, x, y), 1e-5)
+    np.testing.assert_allclose(
+        state_gradient_norms(custom, x, y), state_gradient_norms(reference, x, y), rtol=1e-5
+    )
+
+
+class TwoInputs(keras.Model):
+    """A subclassed model that takes [a, b]."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = keras.layers.LSTM(3), keras.layers.GRU(3)
+        self.head = keras.layers.Dense(1)
+
+    def call(self, inputs):
+        return self.head(tf.concat([self.first(inputs[0]), self.second(inputs[1])], -1))
+
+
+def test_a_subclassed_model_with_two_inputs_keeps_its_batch():
+    model = TwoInputs()
+    x3 = X[:3]
+    model([x3, x3])
+    profiles = gradient_profiles(model, [x3, x3], Y[:3])
+    assert profiles.examples == 3 and len(profiles) == 2
+    assert rnngrad.diagnose(model, [x3, x3], Y[:3]).batch_size == 3
+
+
+def test_a_dict_input_model_takes_the_keys_it_was_built_with():
+    a, b = keras.Input((10, 3), name="a"), keras.Input((10, 3), name="b")
+    hidden = keras.layers.Concatenate()([keras.layers.LSTM(2)(a), keras.layers.GRU(2)(b)])
+    model = keras.Model({"tokens": a, "extra": b}, keras.layers.Dense(1)(hidden))
+    norms = state_gradient_norms(model, {"tokens": X, "extra": X}, Y)
+    assert norms.shape == (2, 10) and np.all(np.isfinite(norms))
+    with pytest.raises(ValueError, match="missing"):
+        state_gradient_norms(model, {"tokens": X}, Y)
+
+
+def test_float64_models_diagnose_and_monitor():
+    model = keras.Sequential(
+        [
+            keras.Input((10, 3), dtype="float64"),
+            keras.layers.GRU(3, dtype="float64"),
+            keras.layers.Dense(1, dtype="float64"),
+        ]
+    )
+    report = rnngrad.diagnose(model, X.astype("float64"), Y.astype("float64"))
+    assert report.layers[0].transport[0] == pytest.approx(1.0, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "layer, message",
+    [
+        (keras.layers.RNN([keras.layers.GRUCell(3), keras.layers.LSTMCell(4)]), "StackedRNNCells"),
+        (keras.layers.SimpleRNN(3, stateful=True), "stateful"),
+    ],
+)
+def test_refusals_are_one_clear_line(layer, message):
+    model = keras.Sequential([keras.Input((10, 3), batch_size=8), layer, keras.layers.Dense(1)])
+    with pytest.raises(ValueError) as error:
+        state_gradient_norms(model, X, Y)
+    first = str(error.value).splitlines()[0]
+    assert message in first and "in user code" not in first
+
+
+def test_a_runtime_error_says_what_went_wrong():
+    model = keras.Sequential(
+        [
+            keras.Input((10,), dtype="int32"),
+            keras.layers.Embedding(5, 3),
+            keras.layers.GRU(2),
+            keras.layers.Dense(1),
+        ]
+    )
+    with pytest.raises(ValueError, match=r"is not in \[0, 5\)"):
+        state_gradient_norms(model, np.full((2, 10), 7), np.zeros((2, 1)))
+    with pytest.raises(TypeError, match="must hold integers"):
+        state_gradient_norms(model, np.full((2, 10), 1.5), np.zeros((2, 1)))
+
+
+def test_a_batch_masked_everywhere_is_refused_by_diagnose():
+    model = keras.Sequential(
+        [keras.Input((10, 3)), keras.layers.Masking(), keras.layers.LSTM(2), keras.layers.Dense(1)]
+    )
+    with pytest.raises(ValueError, match="every step of every example"):
+        rnngrad.diagnose(model, np.zeros((4, 10, 3)), np.zeros((4, 1)))
+
+
+def test_the_forget_bias_suggestion_starts_from_the_real_bias():
+    model = keras.Sequential([keras.Input((30, 3)), keras.layers.LSTM(4), keras.layers.Dense(1)])
+    cell = model.layers[0].cell
+    bias, kernel = cell.bias.numpy(), cell.kernel.numpy()
+    bias[4:8], kernel[:, 4:8] = 3.0, -3.0  # a high bias, but inputs close the gate
+    cell.bias.assign(bias)
+    cell.kernel.assign(kernel)
+    x = np.abs(RNG.normal(size=(8, 30, 3))).astype("float32") + 1.0
+    report = rnngrad.diagnose(model, x, np.zeros((8, 1)))
+    layer = report.layers[0]
+    assert layer.verdict == "vanishing" and layer.keep_bias == pytest.approx(3.0)
+    action = next(s.action for s in report.suggestions if "forget-gate bias" in s.action)
+    assert float(action.split("to about ")[1].split()[0]) > 3.0  # raise it, never lower it
+
+
+def test_no_clipping_advice_for_a_model_that_already_clips():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((40, 3)),
+            keras.layers.SimpleRNN(
+                8,
+                activation="linear",
+                recurrent_initializer=keras.initializers.Orthogonal(gain=1.5),
+            ),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(global_clipnorm=1.0), loss="mse")
+    report = rnngrad.diagnose(model, RNG.normal(size=(4, 40, 3)), np.zeros((4, 1)))
+    assert report.verdict == "exploding"
+    assert not any("global_clipnorm" in s.action for s in report.suggestions)
+    assert any("already clips (global_clipnorm=1)" in note for note in report.notes)
+
+
+def test_distinct_layers_with_one_name_are_not_called_one_layer():
+    # Two reloaded copies of one model, ensembled: their layers share names.
+    copies = [
+        keras.Sequential([keras.layers.LSTM(3, name="lstm")], name=f"copy_{i}") for i in (1, 2)
+    ]
+    inputs = keras.Input((10, 3))
+    merged = keras.layers.Average()([copy(inputs) for copy in copies])
+    model = keras.Model(inputs, keras.layers.Dense(1)(merged))
+    assert gradient_profiles(model, X, Y).names == ["lstm", "lstm [2]"]
+
+
+def test_a_short_healthy_sequence_reports_where_the_rate_would_take_it():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 3)),
+            keras.layers.SimpleRNN(
+                8, activation="linear", recurrent_initializer=keras.initializers.Orthogonal(0.5)
+            ),
+            keras.layers.Dense(1),
+        ]
+    )
+    report = rnngrad.diagnose(model, RNG.normal(size=(4, 8, 3)), np.zeros((4, 1)))
+    layer = report.layers[0]
+    assert layer.verdict == "healthy"  # 0.5**7 is above 1e-3 within the sequence
+    assert layer.projected_horizon == 10  # 0.5**10 < 1e-3 <= 0.5**9
+    assert "after about 10 steps" in report.summary()
+
+
+def test_half_precision_underflow_is_warned_about():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((60, 3)),
+            keras.layers.SimpleRNN(
+                8,
+                dtype="mixed_float16",
+                recurrent_initializer=keras.initializers.Orthogonal(0.5),
+            ),
+            keras.layers.Dense(1, dtype="float32"),
+        ]
+    )
+    with pytest.warns(RuntimeWarning, match="underflow float16"):
+        norms = state_gradient_norms(model, RNG.normal(size=(4, 60, 3)), np.zeros((4, 1)))
+    assert np.any(norms == 0)
+
+
+def test_the_command_line_takes_a_multi_input_model_with_named_arrays(tmp_path):
+    a, b = keras.Input((10, 3), name="a"), keras.Input((10, 3), name="b")
+    hidden = keras.layers.Concatenate()([keras.layers.LSTM(2)(a), keras.layers.GRU(2)(b)])
+    keras.Model([a, b], keras.layers.Dense(1)(hidden)).save(tmp_path / "two.keras")
+    np.savez(tmp_path / "data.npz", a=X, b=X, y=Y)
+    np.savez(tmp_path / "objects.npz", x=np.array([X, "text"], dtype=object))
+    run = [sys.executable, "-m", "rnngrad", "diagnose", "two.keras", "--json"]
+    done = subprocess.run(
+        [*run, "--data", "data.npz"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["layers"]) == 2
+    bad = subprocess.run(
+        [*run, "--data", "objects.npz"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "internal" not in bad.stderr
+    assert "save plain numeric arrays" in bad.stderr
+
+
+def test_no_stray_warning_from_an_overflowing_diagnosis():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((120, 3)),
+            keras.layers.SimpleRNN(
+                8, activation="linear", recurrent_initializer=keras.initializers.Orthogonal(3.0)
+            ),
+            keras.layers.Dense(1),
+        ]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = rnngrad.diagnose(model, RNG.normal(size=(4, 120, 3)), np.zeros((4, 1)))
+    assert report.verdict == "exploding"

@@ -1,38 +1,52 @@
 """rnngrad: measure how gradients flow back through time in Keras recurrent networks.
 
 The package behind the book *Vanishing and exploding gradients in RNNs, measured*.
-Its modules, one job each:
 
-- :mod:`rnngrad.tasks`: synthetic long-range tasks (adding problem, copy memory);
-- :mod:`rnngrad.models`: :func:`~rnngrad.models.build_rnn`, stock Keras models with
-  controlled initialization;
-- :mod:`rnngrad.probes`: the exact one-pass probe of dL/dh_t for every time step;
-- :mod:`rnngrad.profiles`: gradient ratios and fitted decay rates of measured profiles;
-- :mod:`rnngrad.theory`: closed-form predictions and bounds;
-- :mod:`rnngrad.sharing`: the shared W_h's gradient split into per-step terms, and
-  power iteration (tied vs untied recurrent matrices);
-- :mod:`rnngrad.meanfield`: mean-field rate predictions along a network's trajectory;
-- :mod:`rnngrad.checks`: finite differences, an independent check of the probe;
-- :mod:`rnngrad.training`: reproducible training runs with clipping and divergence handling,
-  with :mod:`rnngrad.schedules` (learning-rate warm-up and decay), :mod:`rnngrad.sweeps`
-  (settings x seeds, success rates) and :mod:`rnngrad.callbacks` (gradients recorded
-  during training);
-- :mod:`rnngrad.monitor`: :class:`~rnngrad.monitor.GradientMonitor`, warnings on spikes,
-  overflow and a collapsing horizon while training;
-- :mod:`rnngrad.gates`: LSTM/GRU gate trajectories and the forget/update-gate path;
-- :mod:`rnngrad.scans`: gradient profiles over a range of recurrent gains;
-- remedies: :mod:`rnngrad.cliff` (Pascanu's one-unit cliff), :mod:`rnngrad.clipping`
-  (Keras's clipping modes, measured), :mod:`rnngrad.truncation` (truncated BPTT) and
-  :mod:`rnngrad.regularizers` (Pascanu's regularizer Omega);
-- :mod:`rnngrad.diagnosis`: :func:`~rnngrad.diagnosis.diagnose`, a gradient-health report
-  for your own model (also the ``rnngrad diagnose`` command);
-- :mod:`rnngrad.plotting`: the book's figure style and recurring plots;
-- :mod:`rnngrad.book`: what the chapter notebooks share (numbers and figures glued into
-  the text).
+Diagnose your model (the practitioner's core, flat at ``rnngrad.*``):
+
+- :mod:`rnngrad.probes`: the exact one-pass probe of dL/dh_t for every time step of
+  every recurrent layer (:func:`state_gradient_norms`, :func:`state_gradients`,
+  :func:`~rnngrad.probes.gradient_profiles`, :func:`~rnngrad.probes.global_gradient_norm`);
+- :mod:`rnngrad.diagnosis`: :func:`diagnose`, a gradient-health report, with its rules in
+  :mod:`rnngrad.verdicts`; :mod:`rnngrad.cli`: the ``rnngrad diagnose`` command;
+- :mod:`rnngrad.monitor` and :mod:`rnngrad.callbacks`: Keras callbacks that watch
+  gradients while training (TensorBoard too);
+- :mod:`rnngrad.profiles`: ratios, fitted decay rates and horizons of measured profiles.
+
+Build and train:
+
+- :mod:`rnngrad.tasks` (the adding problem, copy memory, pixel-by-pixel digits),
+  :mod:`rnngrad.models` (:func:`build_rnn`: stock Keras models with a chosen
+  initialization), :mod:`rnngrad.training` (reproducible runs, Keras's clipping modes),
+  :mod:`rnngrad.theory` (closed forms and bounds), :mod:`rnngrad.plotting` (the figure
+  style).
+
+The book's experiments, in :mod:`rnngrad.experiments`: the instruments of single chapters
+(Pascanu's cliff, clipping compared, truncated BPTT, the regularizer Omega, the shared
+matrix's per-step terms, gain scans, mean-field rates, Lyapunov exponents, curvature,
+finite differences, latching, gradient noise, sweeps, schedules, the real-data runs,
+the book's glue helpers). The few a practitioner reaches for are lifted to the top level:
+``rnngrad.threshold_from_norms`` (a clipping threshold from observed norms),
+``rnngrad.truncated_model`` (truncated BPTT) and ``rnngrad.WarmupDecay`` (learning-rate
+warm-up and decay).
+
+DESIGN notes. A module's tier is decided by who calls it: a practitioner diagnosing or
+training their own model, or a chapter making its argument. The core imports nothing
+from :mod:`rnngrad.experiments`, so the experiments can change with the text without
+touching the API readers rely on (as QuantEcon keeps lecture-specific code out of its
+package core), and the package is at most one level deep (as nanoGPT and micrograd
+argue). ``training`` is core because users train with it and the monitor's examples run
+it; ``theory`` because ``diagnose`` reads spectra with it; ``plotting`` because the
+command line draws with it. ``gates`` and ``schedules`` moved out: only the gating and
+remedies chapters call them. Shared internals live in private modules whose names are
+public inside them (``_engine`` runs the probe, ``_losses`` resolves the loss,
+``_inputs`` checks data, ``_replay`` replays a layer), so no module imports another
+module's private names. One vocabulary names a cell: ``"simple"``, ``"lstm"``,
+``"gru"``, or ``"custom"`` for any other.
 
 Submodules load on first use, so ``import rnngrad`` is quick and TensorFlow is imported
 only when something needs it (the command line tool relies on this to keep
-TensorFlow's start-up logs off the terminal).
+TensorFlow's start-up logs off the terminal and to answer usage errors at once).
 """
 
 from __future__ import annotations
@@ -63,28 +77,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "book",
     "callbacks",
-    "checks",
-    "cliff",
-    "clipping",
+    "cli",
     "diagnosis",
-    "gates",
-    "meanfield",
+    "experiments",
     "models",
     "monitor",
     "plotting",
     "probes",
     "profiles",
-    "regularizers",
-    "scans",
-    "schedules",
-    "sharing",
-    "sweeps",
     "tasks",
     "theory",
     "training",
-    "truncation",
+    "verdicts",
 )
 _FUNCTIONS = {
     "build_rnn": "models",
@@ -92,6 +97,10 @@ _FUNCTIONS = {
     "seed_everything": "_seed",
     "state_gradient_norms": "probes",
     "state_gradients": "probes",
+    # Remedies a practitioner calls, lifted from the book's experiments.
+    "threshold_from_norms": "experiments.clipping",
+    "truncated_model": "experiments.truncation",
+    "WarmupDecay": "experiments.schedules",
 }
 
 __all__ = ["__version__", *_SUBMODULES, *_FUNCTIONS]

@@ -97,11 +97,11 @@ def take_refusal() -> str | None:
 
 def replay_kind(layer: keras.layers.RNN) -> str:
     """``"simple"``, ``"lstm"`` or ``"gru"`` for a stock cell replayed from its weights;
-    ``"cell"`` for any other cell, run through its own ``call``."""
+    ``"custom"`` for any other cell, run through its own ``call``."""
     kind = STOCK_CELLS.get(type(layer.cell))
     if kind in ("lstm", "gru") and getattr(layer.cell, "implementation", 2) != 2:
-        return "cell"  # implementation 1 orders its operations differently
-    return kind or "cell"
+        return "custom"  # implementation 1 orders its operations differently
+    return kind or "custom"
 
 
 @dataclass
@@ -206,7 +206,7 @@ def _replay(
         x = tf.reverse(x, [0])
         tmask = None if tmask is None else tf.reverse(tmask, [0])
 
-    if kind == "cell":
+    if kind == "custom":
         run = _CellStep(layer, recorder, x, states)
     else:
         run = _StockStep(layer, kind, recorder, x, states)
@@ -244,7 +244,7 @@ def _replay(
             final_state=final_states[0],
             lane=lane,
             lane_final=lane_final,
-            weights_held=kind != "cell",
+            weights_held=kind != "custom",
             mask=step_mask,
             gate_sums=gate_sums,
             gate_count=gate_count,

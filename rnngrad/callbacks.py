@@ -17,7 +17,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from rnngrad._engine import check_loss_argument, global_norm, run_probe
+from rnngrad._engine import global_norm, run_probe
+from rnngrad._losses import check_loss_argument
 from rnngrad._validation import check_array, check_int
 from rnngrad.probes import LossArg
 

@@ -240,7 +240,7 @@ def _needs_unsafe(err: Exception) -> bool:
 
 
 def _inputs(model: Any, args: argparse.Namespace, np: Any) -> tuple[Any, Any, str]:
-    from rnngrad._engine import input_names, input_structure
+    from rnngrad._inputs import input_names, input_structure
 
     names = input_names(model)
     if args.data is not None:

@@ -56,16 +56,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rnngrad._engine import (
-    LOSS_NAMES,
-    STATES,
-    ProbeRun,
-    check_model,
-    global_norm,
-    prepare_batches,
-    resolve_loss,
-    run_probe,
-)
+from rnngrad._engine import STATES, ProbeRun, global_norm, run_probe
+from rnngrad._inputs import check_model, prepare_batches
+from rnngrad._losses import LOSS_NAMES, resolve_loss
 
 __all__ = [
     "LOSSES",
@@ -227,9 +220,10 @@ class GradientProfiles:
         ``(rows, T)``, as :func:`state_gradient_norms` returns.
     directions : list of str
         ``"forward"`` or ``"backward"``: the direction each row processes time in.
-    kinds : list of str
-        ``"simple"``, ``"lstm"``, ``"gru"`` (a stock cell, replayed from its weights) or
-        ``"cell"`` (any other cell, run through its own ``call``).
+    cells : list of str
+        The cell each row runs, in the package's one vocabulary: ``"simple"``,
+        ``"lstm"`` or ``"gru"`` for Keras's cells (and their subclasses), ``"custom"``
+        for any other.
     loss : str
         The loss differentiated, and where it came from.
     examples : int
@@ -239,7 +233,7 @@ class GradientProfiles:
     names: list[str]
     norms: np.ndarray
     directions: list[str]
-    kinds: list[str]
+    cells: list[str]
     loss: str
     examples: int
 
@@ -370,7 +364,7 @@ def _profiles(run: ProbeRun) -> GradientProfiles:
         names=[row.name for row in run.rows],
         norms=run.norms(),
         directions=["backward" if row.backwards else "forward" for row in run.rows],
-        kinds=[row.kind for row in run.rows],
+        cells=[row.family or "custom" for row in run.rows],
         loss=run.loss.describe(),
         examples=run.examples,
     )

@@ -18,6 +18,7 @@ import numpy as np
 from rnngrad._validation import check_array, check_choice, check_float
 
 __all__ = [
+    "ACTIVATIONS",
     "ACTIVATION_DERIVATIVE_BOUNDS",
     "activation_derivative",
     "activation_derivative_bound",
@@ -26,6 +27,14 @@ __all__ = [
     "pascanu_bound",
     "spectral_radius",
 ]
+
+ACTIVATIONS = {
+    "linear": lambda a: a,
+    "tanh": np.tanh,
+    "sigmoid": lambda a: 0.5 * (1.0 + np.tanh(0.5 * a)),  # no overflow for large |a|
+    "relu": lambda a: np.maximum(a, 0.0),
+}
+"""The activations the book's closed forms know, as NumPy functions (float64-safe)."""
 
 ACTIVATION_DERIVATIVE_BOUNDS: dict[str, float] = {
     "linear": 1.0,

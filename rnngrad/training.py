@@ -3,11 +3,11 @@
 :func:`train` compiles a model with an optimizer built by :func:`make_optimizer` (Keras's
 own clipping options: ``clipnorm`` per variable, ``clipvalue`` per element,
 ``global_clipnorm`` for the whole gradient as in Pascanu et al. 2013; a float learning
-rate or a schedule such as :class:`~rnngrad.schedules.WarmupDecay`), fits it, and
+rate or a schedule such as :class:`~rnngrad.experiments.schedules.WarmupDecay`), fits it, and
 returns a :class:`TrainResult` that keeps the history even when the loss becomes NaN or
 infinite: divergence is a result, not a crash. :func:`train_seeds` repeats a run over
 seeds reusing one compiled model, since tracing a recurrent model costs seconds
-(:func:`rnngrad.sweeps.sweep` does settings x seeds); :class:`Trainer` is that reuse on
+(:func:`rnngrad.experiments.sweeps.sweep` does settings x seeds); :class:`Trainer` is that reuse on
 its own, for runs on different data too. The callbacks live in
 :mod:`rnngrad.callbacks`; ``StopOnNonFinite`` is still importable from here.
 """
@@ -32,7 +32,12 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "architecture_key",
+    "check_evaluate",
+    "check_fit_arguments",
+    "check_seeds",
+    "is_float_rate",
     "make_optimizer",
+    "report_progress",
     "train",
     "train_seeds",
 ]
@@ -223,13 +228,13 @@ def train_seeds(
     list of TrainResult
         In the order of ``seeds``.
     """
-    seeds = _check_seeds(seeds)
-    _check_evaluate(evaluate)
+    seeds = check_seeds(seeds)
+    check_evaluate(evaluate)
     runner = Trainer(train_kwargs)
     results = []
     for index, seed in enumerate(seeds):
         results.append(runner.run(build(seed), x, y, seed, evaluate=evaluate))
-        _report(progress, f"[{index + 1}/{len(seeds)}] seed {seed}", results[-1])
+        report_progress(progress, f"[{index + 1}/{len(seeds)}] seed {seed}", results[-1])
     return results
 
 
@@ -237,7 +242,7 @@ class Trainer:
     """One compiled model, reused for many runs that each start from fresh weights.
 
     Tracing a recurrent model's training step costs seconds; :func:`train_seeds` and
-    :func:`rnngrad.sweeps.sweep` avoid paying it for every seed by compiling the first
+    :func:`rnngrad.experiments.sweeps.sweep` avoid paying it for every seed by compiling the first
     model and, for every later run, loading the fresh model's weights into it and
     resetting the optimizer's state (step count, moments). The run is then the same as
     training the fresh model from scratch with :func:`train`. A ``Trainer`` does the
@@ -341,7 +346,7 @@ class Trainer:
         else:
             self.model.set_weights(fresh.get_weights())
             _reset_optimizer(self.model.optimizer)
-        if _float_rate(learning_rate):
+        if is_float_rate(learning_rate):
             rate = check_float("learning_rate", learning_rate, positive=True)
             self.model.optimizer.learning_rate = rate  # a variable: no retracing
         args = self.fit_args
@@ -360,9 +365,6 @@ class Trainer:
             value = evaluate(self.model)
             result.extra.update(value if isinstance(value, Mapping) else {"score": float(value)})
         return result
-
-
-_Runner = Trainer  # the name rnngrad.sweeps imports
 
 
 def architecture_key(model: keras.Model) -> str:
@@ -396,7 +398,8 @@ def architecture_key(model: keras.Model) -> str:
     return repr((layers, shapes))
 
 
-def _check_seeds(seeds: Sequence[int]) -> list[int]:
+def check_seeds(seeds: Sequence[int]) -> list[int]:
+    """``seeds`` as a non-empty list of non-negative ints, or a TypeError/ValueError."""
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence | np.ndarray):
         raise TypeError(f"seeds must be a sequence of integers, got {type(seeds).__name__}")
     seeds = [check_int("seeds", s, minimum=0) for s in seeds]
@@ -405,18 +408,22 @@ def _check_seeds(seeds: Sequence[int]) -> list[int]:
     return seeds
 
 
-def _check_evaluate(evaluate: object) -> None:
+def check_evaluate(evaluate: object) -> None:
+    """A TypeError unless ``evaluate`` is None or a callable ``model -> float or dict``."""
     if evaluate is not None and not callable(evaluate):
         raise TypeError(f"evaluate must be a callable model -> float or dict, got {evaluate!r}")
 
 
-def _float_rate(rate: object) -> bool:
+def is_float_rate(rate: object) -> bool:
+    """Whether a learning rate is a number (not a schedule), so a compiled model can be
+    reused by setting it."""
     return (
         not isinstance(rate, keras.optimizers.schedules.LearningRateSchedule) and rate is not None
     )
 
 
-def _report(progress: bool | None, label: str, result: TrainResult) -> None:
+def report_progress(progress: bool | None, label: str, result: TrainResult) -> None:
+    """One line on stderr about a finished run, when ``progress`` (default: a terminal)."""
     if progress is None:
         progress = sys.stderr.isatty()
     if progress:

@@ -60,7 +60,8 @@ def test_a_cell_subclass_with_new_equations_is_probed_exactly():
     probe = state_gradients(model, x, y)[0]
     assert relative_error(probe, oracle) < F32_TOL
     profiles = rnngrad.probes.gradient_profiles(model, x, y)
-    assert profiles.kinds == ["cell"]  # run through the cell's own call
+    assert profiles.cells == ["lstm"]  # a subclass of LSTMCell, run through its own call
+    assert _engine.run_probe(model, x, y).rows[0].kind == "custom"
 
 
 def test_a_cell_whose_output_is_not_its_state_is_refused_by_name():

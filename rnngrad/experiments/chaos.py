@@ -14,7 +14,7 @@ exploding gradients are one line. :func:`lyapunov_exponents` computes the ``k`` 
 exponents by the standard QR method (Benettin et al. 1980): carry ``k`` orthonormal
 tangent vectors along the trajectory, re-orthonormalize them at every step, and average
 the logs of the diagonal of ``R``. :func:`lyapunov_scan` does it for every gain of a
-grid, as :func:`rnngrad.scans.gain_scan` does for the gradient.
+grid, as :func:`rnngrad.experiments.scans.gain_scan` does for the gradient.
 
 :func:`product_singular_values` returns the whole singular-value spectrum of
 ``J_T ... J_{T-l+1}`` for every lag ``l``: dynamical isometry (Pennington, Schoenholz &
@@ -30,7 +30,7 @@ import keras
 import numpy as np
 
 from rnngrad._validation import check_array, check_float, check_int
-from rnngrad.meanfield import simple_rnn_preactivations
+from rnngrad.experiments.meanfield import simple_rnn_preactivations
 from rnngrad.models import recurrent_layers, recurrent_matrix
 from rnngrad.theory import activation_derivative
 
@@ -128,7 +128,7 @@ def lyapunov_scan(
 ) -> np.ndarray:
     """Lyapunov exponents of a SimpleRNN for ``W_h = g * base``, g in ``gains``.
 
-    The forward counterpart of :func:`rnngrad.scans.gain_scan`, on the same model,
+    The forward counterpart of :func:`rnngrad.experiments.scans.gain_scan`, on the same model,
     inputs and grid: for each gain the trajectory is run in float64 NumPy with the
     layer's own input kernel and bias, and the exponents are taken along it.
 

@@ -1,8 +1,8 @@
 """Long-range gradient terms against minibatch noise: the signal-to-noise ratio of credit.
 
 The gradient of a SimpleRNN's shared recurrent matrix is a sum of one term per step
-(:func:`rnngrad.sharing.recurrent_gradient_terms`). The terms from steps far back in time
-carry the credit for long-range dependencies. A small term is not lost because it is
+(:func:`rnngrad.experiments.sharing.recurrent_gradient_terms`). The terms from steps far
+back in time carry the credit for long-range dependencies. A small term is not lost because it is
 small: a learning rate can rescale it. It is lost when it is small *against the noise* of
 the gradient it is part of. Training sees one minibatch at a time, and the minibatch
 gradient fluctuates from batch to batch by far more than a term of relative size 1e-8.
@@ -30,7 +30,7 @@ import keras
 import numpy as np
 
 from rnngrad._validation import check_array, check_int
-from rnngrad.sharing import recurrent_gradient_terms
+from rnngrad.experiments.sharing import recurrent_gradient_terms
 
 __all__ = ["MinibatchTerms", "SignalToNoise", "minibatch_terms", "signal_to_noise"]
 
@@ -119,7 +119,7 @@ def minibatch_terms(
     ----------
     model : keras.Model
         A model with a ``SimpleRNN`` layer, as for
-        :func:`rnngrad.sharing.recurrent_gradient_terms`.
+        :func:`rnngrad.experiments.sharing.recurrent_gradient_terms`.
     x, y : array-like
         ``(N, T, features)`` inputs and matching targets; ``N`` must be a multiple of
         ``batch_size``. Minibatch ``k`` is examples ``k*B .. (k+1)*B - 1``.
@@ -128,7 +128,7 @@ def minibatch_terms(
     window : int
         Steps per lag window; ``T`` must be a multiple of it.
     loss, layer
-        As in :func:`rnngrad.sharing.recurrent_gradient_terms` (``loss`` is passed on).
+        As in :func:`rnngrad.experiments.sharing.recurrent_gradient_terms` (``loss`` is passed on).
 
     Returns
     -------

@@ -11,9 +11,9 @@ from rnngrad.experiments.chaos import (
     product_singular_values,
     simple_rnn_jacobians,
 )
+from rnngrad.experiments.scans import gain_scan
 from rnngrad.models import recurrent_init_matrix, recurrent_layers
 from rnngrad.profiles import decay_rate
-from rnngrad.scans import gain_scan
 
 
 def orthogonal(n, seed):

@@ -41,7 +41,7 @@ def test_each_minibatch_total_is_kerass_gradient_and_the_windows_add_up_to_it(se
 
 def test_windows_are_counted_back_from_the_last_step(setting):
     model, x, y = setting
-    per_step = rnngrad.sharing.recurrent_gradient_terms(model, x[:4], y[:4])  # t = 1..T
+    per_step = rnngrad.experiments.sharing.recurrent_gradient_terms(model, x[:4], y[:4])  # t = 1..T
     terms = minibatch_terms(model, x[:4], y[:4], batch_size=4, window=1)
     np.testing.assert_allclose(terms.windows[0], per_step[::-1], rtol=1e-12, atol=1e-15)
     # the oldest window holds the first step, whose term is zero (h_0 = 0)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import rnngrad
-from rnngrad.meanfield import simple_rnn_preactivations, susceptibility
+from rnngrad.experiments.meanfield import simple_rnn_preactivations, susceptibility
+from rnngrad.experiments.scans import crossing, gain_scan
 from rnngrad.models import recurrent_init_matrix
-from rnngrad.scans import crossing, gain_scan
 from rnngrad.theory import linear_rnn_gradient_ratio
 
 

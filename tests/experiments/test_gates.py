@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import rnngrad
-from rnngrad.gates import diagonal_path_profile, gate_trajectory
+from rnngrad.experiments.gates import diagonal_path_profile, gate_trajectory
 from rnngrad.models import recurrent_layers
 
 

@@ -16,11 +16,11 @@ import keras
 from rnngrad._validation import check_array
 from rnngrad.training import (
     Evaluation,
-    _check_evaluate,
-    _check_seeds,
-    _float_rate,
-    _report,
-    _Runner,
+    Trainer,
+    check_evaluate,
+    check_seeds,
+    is_float_rate,
+    report_progress,
 )
 
 __all__ = ["TRAIN_OPTIONS", "evaluation", "success_rate", "sweep"]
@@ -103,8 +103,8 @@ def sweep(
     if not callable(build):
         raise TypeError(f"build must be a callable (seed, **options) -> keras.Model, got {build!r}")
     settings = _check_settings(settings)
-    seeds = _check_seeds(seeds)
-    _check_evaluate(evaluate)
+    seeds = check_seeds(seeds)
+    check_evaluate(evaluate)
     records: list[dict[str, Any]] = []
     runner, shared = None, None
     total = len(settings) * len(seeds)
@@ -113,9 +113,9 @@ def sweep(
         options = {**train_kwargs, **{k: v for k, v in setting.items() if k in TRAIN_OPTIONS}}
         rate = options.get("learning_rate", 1e-3)
         reusable = {k: v for k, v in setting.items() if k != "learning_rate"}
-        if runner is None or not _float_rate(rate) or not _same(reusable, shared):
-            runner = _Runner(options)
-            shared = reusable if _float_rate(rate) else None
+        if runner is None or not is_float_rate(rate) or not _same(reusable, shared):
+            runner = Trainer(options)
+            shared = reusable if is_float_rate(rate) else None
         for seed in seeds:
             model = build(seed, **model_options)
             result = runner.run(model, x, y, seed, evaluate=evaluate, learning_rate=rate)
@@ -127,7 +127,7 @@ def sweep(
             record.update(result.extra)
             records.append(record)
             label = ", ".join(f"{k}={v}" for k, v in setting.items())
-            _report(progress, f"[{len(records)}/{total}] {label} seed {seed}", result)
+            report_progress(progress, f"[{len(records)}/{total}] {label} seed {seed}", result)
     return records
 
 

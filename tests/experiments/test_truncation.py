@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 import rnngrad
-from rnngrad.clipping import weight_gradients
-from rnngrad.truncation import (
+from rnngrad.experiments.clipping import weight_gradients
+from rnngrad.experiments.truncation import (
     chunk_bounds,
     cut_gradients,
     long_range_share,

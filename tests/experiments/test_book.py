@@ -1,4 +1,4 @@
-"""rnngrad.book: numbers and figures glued into the chapters' text."""
+"""rnngrad.experiments.book: numbers and figures glued into the chapters' text."""
 
 import subprocess
 import sys
@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from rnngrad import book
+from rnngrad.experiments import book
 from rnngrad.plotting import COLUMN_WIDTH
 
 
@@ -110,7 +110,7 @@ def test_glued_numbers_and_figures_reach_the_notebook_as_myst_nb_reads_them():
         from unittest import mock
         import matplotlib.pyplot as plt
         import numpy as np
-        from rnngrad.book import glue_figure, glue_numbers
+        from rnngrad.experiments.book import glue_figure, glue_numbers
         from rnngrad.plotting import use_book_style
 
         use_book_style()
@@ -139,7 +139,10 @@ def test_glued_numbers_and_figures_reach_the_notebook_as_myst_nb_reads_them():
 
 
 def test_book_module_does_not_import_tensorflow():
-    code = "import sys, rnngrad.book; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    code = (
+        "import sys, rnngrad.experiments.book; "
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]

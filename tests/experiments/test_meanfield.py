@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import rnngrad
-from rnngrad.meanfield import (
+from rnngrad.experiments.meanfield import (
     jensen_lower_bound_rate,
     mean_field_rate,
     simple_rnn_preactivations,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import rnngrad
-from rnngrad.clipping import (
+from rnngrad.experiments.clipping import (
     CLIP_MODES,
     clipped_gradients,
     compare_clipping,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import rnngrad
-from rnngrad.checks import finite_difference_state_gradient
+from rnngrad.experiments.checks import finite_difference_state_gradient
 from rnngrad.tasks import adding_problem
 
 

@@ -28,10 +28,10 @@ import keras
 import numpy as np
 
 from rnngrad._validation import check_array, check_float, check_int
-from rnngrad.meanfield import _ACTIVATIONS, simple_rnn_preactivations
+from rnngrad.experiments.meanfield import simple_rnn_preactivations
 from rnngrad.models import recurrent_layers
 from rnngrad.probes import LossArg, state_gradients
-from rnngrad.theory import activation_derivative
+from rnngrad.theory import ACTIVATIONS, activation_derivative
 
 __all__ = [
     "backprop_alignment",
@@ -63,7 +63,7 @@ def recurrent_gradient_terms(
     ``recurrent_kernel`` (transposed: this is ``W_h`` in the book's convention). The
     state gradients come from :func:`rnngrad.probes.state_gradients`, the states and
     pre-activations from the layer's own weights run in float64
-    (:func:`rnngrad.meanfield.simple_rnn_preactivations`).
+    (:func:`rnngrad.experiments.meanfield.simple_rnn_preactivations`).
 
     Parameters
     ----------
@@ -104,7 +104,7 @@ def recurrent_gradient_terms(
             f"(pre-activations {pre.shape}, gradients {grads.shape})"
         )
     activation = target.cell.activation.__name__
-    h = _ACTIVATIONS[activation](pre)
+    h = ACTIVATIONS[activation](pre)
     h_prev = np.concatenate([np.zeros_like(h[:, :1]), h[:, :-1]], axis=1)  # h_0 = 0
     delta = grads * activation_derivative(activation, pre)  # dL_i/da_t, (B, T, U)
     return np.einsum("bti,btj->tij", delta, h_prev) / len(delta)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import rnngrad
-from rnngrad.clipping import weight_gradients
-from rnngrad.regularizers import omega, omega_gradients, omega_ratios, train_with_omega
+from rnngrad.experiments.clipping import weight_gradients
+from rnngrad.experiments.regularizers import omega, omega_gradients, omega_ratios, train_with_omega
 from tests.oracles import numpy_simple_rnn_bptt
 
 

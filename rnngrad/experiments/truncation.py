@@ -24,7 +24,7 @@ import numpy as np
 
 from rnngrad._engine import probed_layers
 from rnngrad._validation import check_int
-from rnngrad.clipping import optimizer_update, weight_gradients
+from rnngrad.experiments.clipping import optimizer_update, weight_gradients
 from rnngrad.probes import LossArg
 
 __all__ = ["chunk_bounds", "cut_gradients", "long_range_share", "truncated_model", "update_share"]
@@ -221,7 +221,7 @@ def update_share(
     full, cut : list of array-like
         Two gradients of the same variables, e.g. from :func:`cut_gradients`.
     optimizer : keras.optimizers.Optimizer, optional
-        Applied through :func:`rnngrad.clipping.optimizer_update` (a fresh copy's first
+        Applied through :func:`rnngrad.experiments.clipping.optimizer_update` (a fresh copy's first
         step); default SGD with learning rate 1, for which the share is
         ``||full - cut|| / ||full||``.
 

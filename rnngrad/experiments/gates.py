@@ -21,15 +21,9 @@ import numpy as np
 
 from rnngrad._engine import cell_family
 from rnngrad._validation import check_array
+from rnngrad.theory import ACTIVATIONS
 
 __all__ = ["diagonal_path_profile", "gate_trajectory"]
-
-_NUMPY_ACTIVATIONS = {
-    "sigmoid": lambda a: 0.5 * (1.0 + np.tanh(0.5 * a)),
-    "tanh": np.tanh,
-    "relu": lambda a: np.maximum(a, 0.0),
-    "linear": lambda a: a,
-}
 
 
 def gate_trajectory(layer: keras.layers.Layer, x: Any) -> dict[str, np.ndarray]:
@@ -155,8 +149,8 @@ def _numpy(variable: Any) -> np.ndarray:
 
 def _activation(function: Any):
     name = getattr(function, "__name__", None)
-    if name in _NUMPY_ACTIVATIONS:
-        return _NUMPY_ACTIVATIONS[name]
+    if name in ACTIVATIONS:
+        return ACTIVATIONS[name]
 
     def through_keras(a: np.ndarray) -> np.ndarray:  # any other Keras activation, in float64
         return _numpy(function(keras.ops.convert_to_tensor(a, dtype="float64")))

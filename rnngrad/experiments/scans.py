@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from rnngrad._validation import check_array, check_float, check_int
-from rnngrad.meanfield import simple_rnn_preactivations, susceptibility
+from rnngrad.experiments.meanfield import simple_rnn_preactivations, susceptibility
 from rnngrad.models import recurrent_layers
 from rnngrad.probes import LossArg, state_gradient_norms
 from rnngrad.profiles import decay_rate, gradient_ratio
@@ -40,7 +40,7 @@ class GainScan:
         ``(G, T)``, the first recurrent layer's gradient profile at each gain.
     susceptibility : numpy.ndarray
         ``(G,)``, ``chi = g^2 mean phi'(a_t)^2`` along the trajectory
-        (:func:`rnngrad.meanfield.susceptibility`); ``chi = 1`` is the mean-field
+        (:func:`rnngrad.experiments.meanfield.susceptibility`); ``chi = 1`` is the mean-field
         critical line.
     sigma_max, spectral_radius : numpy.ndarray
         ``(G,)``, of ``W_h = g * base``.

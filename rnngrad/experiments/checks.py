@@ -15,7 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rnngrad._engine import check_inputs, check_model, check_targets, resolve_loss
+from rnngrad._inputs import check_inputs, check_model, check_targets
+from rnngrad._losses import resolve_loss
 from rnngrad._validation import check_float, check_int
 from rnngrad.probes import LossArg
 

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rnngrad._engine import resolve_loss
+from rnngrad._losses import resolve_loss
 from rnngrad._validation import check_array, check_choice, check_float
 from rnngrad.probes import LossArg, check_model_data
 from rnngrad.training import make_optimizer

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rnngrad.cliff import cliff_loss_and_gradient, cliff_states, gradient_descent
+from rnngrad.experiments.cliff import cliff_loss_and_gradient, cliff_states, gradient_descent
 
 
 def sigmoid(v):

@@ -5,7 +5,7 @@ import pytest
 
 import rnngrad
 from rnngrad import training
-from rnngrad.sweeps import evaluation, success_rate, sweep
+from rnngrad.experiments.sweeps import evaluation, success_rate, sweep
 from rnngrad.tasks import adding_problem
 
 

@@ -27,10 +27,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rnngrad._engine import check_inputs, check_loss_argument, check_targets, resolve_loss
+from rnngrad._inputs import check_inputs, check_targets
+from rnngrad._losses import check_loss_argument, resolve_loss
 from rnngrad._seed import seed_everything
 from rnngrad._validation import check_float, check_int
-from rnngrad.clipping import tf_variables
+from rnngrad.experiments.clipping import tf_variables
 from rnngrad.models import recurrent_layers
 from rnngrad.probes import LossArg, state_gradients
 from rnngrad.training import TrainResult, check_fit_arguments, make_optimizer

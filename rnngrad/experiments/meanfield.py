@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from rnngrad._validation import check_array, check_choice, check_float, check_int
-from rnngrad.theory import ACTIVATION_DERIVATIVE_BOUNDS, activation_derivative
+from rnngrad.theory import ACTIVATION_DERIVATIVE_BOUNDS, ACTIVATIONS, activation_derivative
 
 __all__ = [
     "jensen_lower_bound_rate",
@@ -60,7 +60,7 @@ def simple_rnn_preactivations(layer: keras.layers.Layer, x: Any) -> np.ndarray:
         raise ValueError(f"x must have {kernel.shape[0]} features, got shape {x.shape}")
     recurrent = cell.recurrent_kernel.numpy().astype(np.float64)
     bias = cell.bias.numpy().astype(np.float64) if cell.use_bias else 0.0
-    phi = _ACTIVATIONS[activation]
+    phi = ACTIVATIONS[activation]
     driven = x @ kernel + bias  # (B, T, U): the input drive of every step
     pre = np.empty_like(driven)
     h = np.zeros((x.shape[0], kernel.shape[1]))
@@ -137,14 +137,6 @@ def susceptibility(
     1.0
     """
     return float(np.exp(2.0 * mean_field_rate(preactivations, activation, gain, skip=skip)))
-
-
-_ACTIVATIONS = {
-    "linear": lambda a: a,
-    "tanh": np.tanh,
-    "sigmoid": lambda a: 0.5 * (1.0 + np.tanh(0.5 * a)),
-    "relu": lambda a: np.maximum(a, 0.0),
-}
 
 
 def _per_step(preactivations, activation, skip, reduce):

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import rnngrad
-from rnngrad.sharing import (
+from rnngrad.experiments.sharing import (
     backprop_alignment,
     dominant_eigenspace,
     eigenspace_fraction,

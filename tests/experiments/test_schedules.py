@@ -8,7 +8,7 @@ import pytest
 
 import rnngrad
 from rnngrad import training
-from rnngrad.schedules import WarmupDecay
+from rnngrad.experiments.schedules import WarmupDecay
 
 
 def closed_form(step, peak, warmup, decay_steps, final, decay):

@@ -1,4 +1,9 @@
-"""The rnngrad command, run as a subprocess: JSON shape, exit codes, one-line errors."""
+"""The rnngrad command: JSON shape, exit codes, one-line errors.
+
+Most cases run the command's ``main`` in this process (capturing file descriptors 1 and
+2, where it writes); the cases about a fresh process (no TensorFlow start-up noise, no
+traceback, ``python -m rnngrad``) run it as a subprocess.
+"""
 
 import json
 import subprocess
@@ -9,6 +14,7 @@ import numpy as np
 import pytest
 
 import rnngrad
+from rnngrad.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +51,8 @@ def files(tmp_path_factory):
     return folder
 
 
-def run(*args, cwd):
+def run_fresh(*args, cwd):
+    """The command in a fresh process, as a user runs it."""
     result = subprocess.run(
         [sys.executable, "-m", "rnngrad", *args], cwd=cwd, capture_output=True, text=True
     )
@@ -53,8 +60,23 @@ def run(*args, cwd):
     return result
 
 
+@pytest.fixture
+def run(capfd, monkeypatch):
+    """The command's main() in this process, with its output captured."""
+
+    def call(*args, cwd):
+        monkeypatch.chdir(cwd)
+        capfd.readouterr()
+        status = main(list(args))
+        out, err = capfd.readouterr()
+        assert "Traceback" not in err
+        return subprocess.CompletedProcess(args, status, out, err)
+
+    return call
+
+
 def test_json_report_and_exit_status(files):
-    result = run("diagnose", "vanishing.keras", "--data", "data.npz", "--json", cwd=files)
+    result = run_fresh("diagnose", "vanishing.keras", "--data", "data.npz", "--json", cwd=files)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)  # one JSON object and nothing else
     assert report["verdict"] == "vanishing"
@@ -68,13 +90,13 @@ def test_json_report_and_exit_status(files):
     assert result.stderr == ""  # no TensorFlow start-up noise either
 
 
-def test_x_from_a_npy_file(files):
+def test_x_from_a_npy_file(files, run):
     result = run("diagnose", "vanishing.keras", "--data", "x.npy", "--json", cwd=files)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["batch_size"] == 8
 
 
-def test_a_saved_compiled_classifier_is_diagnosed_with_its_own_loss(files):
+def test_a_saved_compiled_classifier_is_diagnosed_with_its_own_loss(files, run):
     result = run("diagnose", "classifier.keras", "--data", "tokens.npz", "--json", cwd=files)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -82,14 +104,14 @@ def test_a_saved_compiled_classifier_is_diagnosed_with_its_own_loss(files):
     assert [layer["name"] for layer in report["layers"]] == ["bi (forward)", "bi (backward)"]
 
 
-def test_random_token_ids_for_an_embedding_model(files):
+def test_random_token_ids_for_an_embedding_model(files, run):
     result = run("diagnose", "classifier.keras", "--batch", "4", "--json", cwd=files)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["inputs"] == "random" and report["sequence_length"] == 30
 
 
-def test_fail_on_turns_the_verdict_into_exit_status_one_and_plot_is_written(files):
+def test_fail_on_turns_the_verdict_into_exit_status_one_and_plot_is_written(files, run):
     result = run(
         "diagnose",
         "vanishing.keras",
@@ -121,7 +143,7 @@ def test_fail_on_turns_the_verdict_into_exit_status_one_and_plot_is_written(file
         (["diagnose"], "required"),
     ],
 )
-def test_errors_print_one_line_and_exit_two(files, args, message):
+def test_errors_print_one_line_and_exit_two(files, run, args, message):
     result = run(*args, cwd=files)
     assert result.returncode == 2
     assert result.stdout == ""

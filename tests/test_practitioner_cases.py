@@ -2,8 +2,6 @@
 numbers equal Keras's own, or the package refuses with a clear message."""
 
 import json
-import subprocess
-import sys
 import warnings
 
 import keras
@@ -12,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import rnngrad
+from rnngrad.cli import main
 from rnngrad.probes import global_gradient_norm, gradient_profiles, state_gradient_norms
 
 RNG = np.random.default_rng(5)
@@ -232,23 +231,20 @@ def test_half_precision_underflow_is_warned_about():
     assert np.any(norms == 0)
 
 
-def test_the_command_line_takes_a_multi_input_model_with_named_arrays(tmp_path):
+def test_the_command_line_takes_a_multi_input_model_with_named_arrays(tmp_path, capfd, monkeypatch):
     a, b = keras.Input((10, 3), name="a"), keras.Input((10, 3), name="b")
     hidden = keras.layers.Concatenate()([keras.layers.LSTM(2)(a), keras.layers.GRU(2)(b)])
     keras.Model([a, b], keras.layers.Dense(1)(hidden)).save(tmp_path / "two.keras")
     np.savez(tmp_path / "data.npz", a=X, b=X, y=Y)
     np.savez(tmp_path / "objects.npz", x=np.array([X, "text"], dtype=object))
-    run = [sys.executable, "-m", "rnngrad", "diagnose", "two.keras", "--json"]
-    done = subprocess.run(
-        [*run, "--data", "data.npz"], cwd=tmp_path, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    assert len(json.loads(done.stdout)["layers"]) == 2
-    bad = subprocess.run(
-        [*run, "--data", "objects.npz"], cwd=tmp_path, capture_output=True, text=True
-    )
-    assert bad.returncode == 2 and "internal" not in bad.stderr
-    assert "save plain numeric arrays" in bad.stderr
+    monkeypatch.chdir(tmp_path)
+    capfd.readouterr()
+    assert main(["diagnose", "two.keras", "--json", "--data", "data.npz"]) == 0
+    out, err = capfd.readouterr()
+    assert len(json.loads(out)["layers"]) == 2, err
+    assert main(["diagnose", "two.keras", "--json", "--data", "objects.npz"]) == 2
+    _, err = capfd.readouterr()
+    assert "internal" not in err and "save plain numeric arrays" in err
 
 
 def test_no_stray_warning_from_an_overflowing_diagnosis():

@@ -42,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 unit: $(STAMP)
-	$(BIN)/pytest -q tests --ignore=tests/site -m "not slow" --doctest-modules rnngrad
+	$(BIN)/pytest -q -n 2 --dist loadfile tests --ignore=tests/site -m "not slow" --doctest-modules rnngrad
 
 notebooks: $(STAMP)
 	$(BIN)/pytest -q --nbmake --nbmake-timeout=300 book

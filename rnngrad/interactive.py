@@ -163,6 +163,7 @@ def slider_figure(
     titles: Sequence[str] | None = None,
     background: str | None = None,
     styles: Mapping[str, Mapping[str, Any]] | None = None,
+    y_limits: tuple[float, float] | None = None,
     height: int = 440,
 ) -> SliderFigure:
     """A figure whose slider shows the curves measured at each value of a parameter.
@@ -202,6 +203,9 @@ def slider_figure(
     styles : mapping, optional
         ``name -> {"color": ..., "dash": ..., "width": ...}`` for the plotly lines;
         the book's palette and solid, dashed, dotted lines by default.
+    y_limits : (float, float), optional
+        The vertical axis' limits, fixed for every value (by default the range of all
+        the curves at all values, so that moving the slider never rescales the axis).
     height : int, default 440
         Height of the live figure in CSS pixels (it takes the page's width).
 
@@ -271,6 +275,7 @@ def slider_figure(
     if unknown:
         raise ValueError(f"styles names curves that are not given: {sorted(unknown)}")
     height = check_int("height", height, minimum=200)
+    y_range = _y_range(table, log_y) if y_limits is None else _limits(y_limits, log_y)
 
     shown = {name: [_clean(row, log_y) for row in rows] for name, rows in table.items()}
     xs = [float(v) for v in x]
@@ -320,23 +325,43 @@ def slider_figure(
         }
         for k, v in enumerate(values)
     ]
+    # Top to bottom: the title, the slider, the plot, the axis title, the legend (in one
+    # or two columns of a fixed share of the width, so that its height is known whatever
+    # the screen's width: two columns only for names short enough for a phone).
+    columns = 2 if max(len(name) for name in table) <= 12 else 1
+    legend_rows = math.ceil(len(table) / columns) if len(table) > 1 else 0
+    legend_height = 24 * legend_rows
     layout = {
         "template": "none",
-        "height": height,
+        "height": height + legend_height,
         "autosize": True,
         "font": {"family": _FONT, "size": 13, "color": "#222"},
-        "title": {"text": titles[index], "font": {"size": 14}, "x": 0.02, "xanchor": "left"},
-        "margin": {"l": 64, "r": 12, "t": 44, "b": 40},
+        "title": {
+            "text": titles[index],
+            "font": {"size": 14},
+            "x": 0,
+            "xref": "paper",
+            "xanchor": "left",
+            "y": 1,
+            "yref": "container",
+            "yanchor": "top",
+            "pad": {"t": 10},
+        },
+        "margin": {"l": 64, "r": 14, "t": 118, "b": 52 + legend_height},
         "paper_bgcolor": "white",
         "plot_bgcolor": "white",
         "xaxis": _axis(x_label, [float(x.min()), float(x.max())], log=False),
-        "yaxis": _axis(y_label, _y_range(table, log_y), log=log_y),
+        "yaxis": _axis(y_label, y_range, log=log_y),
         "legend": {
             "orientation": "h",
             "x": 0,
-            "y": -0.2,
+            "xref": "paper",
             "xanchor": "left",
-            "yanchor": "top",
+            "y": 0,
+            "yref": "container",
+            "yanchor": "bottom",
+            "entrywidth": 1 / columns,
+            "entrywidthmode": "fraction",
             "font": {"size": 12},
         },
         "showlegend": len(table) > 1,
@@ -345,9 +370,12 @@ def slider_figure(
                 "active": index,
                 "steps": steps,
                 "currentvalue": {"prefix": f"{slider_label} = ", "font": {"size": 13}},
-                "pad": {"t": 56 if len(table) > 1 else 36, "b": 4},
                 "len": 1.0,
                 "x": 0,
+                "xanchor": "left",
+                "y": 1,
+                "yanchor": "bottom",
+                "pad": {"t": 0, "b": 14, "l": 0, "r": 0},
                 "font": {"size": 11},
                 "minorticklen": 0,
             }
@@ -399,6 +427,16 @@ def _y_range(table: Mapping[str, np.ndarray], log_y: bool) -> list[float]:
         low, high = math.log10(low), math.log10(high)
     pad = 0.04 * (high - low) if high > low else 0.5
     return [low - pad, high + pad]
+
+
+def _limits(limits: object, log_y: bool) -> list[float]:
+    try:
+        low, high = (float(v) for v in limits)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise TypeError(f"y_limits must be two numbers, got {limits!r}") from None
+    if not (np.isfinite(low) and np.isfinite(high) and low < high) or (log_y and low <= 0):
+        raise ValueError(f"y_limits must be finite and increasing (> 0 on a log axis): {limits}")
+    return [math.log10(low), math.log10(high)] if log_y else [low, high]
 
 
 def _axis(title: str, limits: list[float], *, log: bool) -> dict[str, Any]:

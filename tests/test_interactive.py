@@ -123,6 +123,13 @@ def test_background_draws_the_whole_family_behind_the_highlighted_curves(static)
     ]
 
 
+def test_fixed_limits_replace_the_data_range(static):
+    figure = _make(static, y_limits=(1e-3, 10.0))
+    assert figure.spec["layout"]["yaxis"]["range"] == [-3.0, 1.0]
+    linear = _make(static, log_y=False, y_limits=(-1, 2))
+    assert linear.spec["layout"]["yaxis"]["range"] == [-1.0, 2.0]
+
+
 def test_custom_titles_and_styles_are_used(static):
     lag, gains, measured = _family()
     titles = [f"measured {k}" for k in range(gains.size)]
@@ -219,6 +226,9 @@ def test_the_element_id_is_stable_and_follows_the_data(static):
         ({"background": "other"}, ValueError, "background must name"),
         ({"styles": {"other": {}}}, ValueError, "styles names curves"),
         ({"height": 10}, ValueError, "height"),
+        ({"y_limits": (1.0,)}, TypeError, "y_limits must be two numbers"),
+        ({"y_limits": (2.0, 1.0)}, ValueError, "y_limits must be finite and increasing"),
+        ({"y_limits": (0.0, 1.0), "log_y": True}, ValueError, "> 0 on a log axis"),
         ({"value_format": "q"}, ValueError, "value_format"),
         ({"curves": {"m": np.full((3, 4), np.nan)}}, ValueError, "no value that can be drawn"),
     ],

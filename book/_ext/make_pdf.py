@@ -61,9 +61,7 @@ PREPARE = """async () => {
         a.classList.add('rnngrad-print-unlinked');
     }
     const errors = document.querySelectorAll('mjx-merror, .MathJax_Error').length;
-    const h1 = document.querySelector('main h1');
-    const title = h1 ? h1.innerText.replace(/[#¶]\\s*$/, '').trim() : document.title;
-    return {title: title, mathErrors: errors,
+    return {mathErrors: errors,
             math: document.querySelectorAll('mjx-container').length,
             images: document.querySelectorAll('main img').length};
 }"""
@@ -89,10 +87,11 @@ def toc_pages(toc_file: Path = ROOT / "_toc.yml") -> list[dict]:
 def page_title(site: Path, doc: str) -> str:
     """The text of a built page's first ``<h1>`` (its section number included)."""
     text = (site / f"{doc}.html").read_text(encoding="utf-8")
-    match = re.search(r"<h1[^>]*>(.*?)</h1>", text, flags=re.S)
-    if match is None:
+    headings = re.findall(r"<h1[^>]*>(.*?)</h1>", text, flags=re.S)
+    if not headings:
         raise RuntimeError(f"{doc}.html has no <h1>")
-    inner = re.sub(r'<a class="headerlink".*?</a>', "", match.group(1), flags=re.S)
+    # the theme's print header comes first, without the number: take the page's own
+    inner = re.sub(r'<a class="headerlink".*?</a>', "", headings[-1], flags=re.S)
     return html.unescape(re.sub(r"<[^>]+>", "", inner)).strip()
 
 
@@ -204,7 +203,9 @@ def build(site: Path = SITE, out: Path = OUT, *, copy_to_site: bool = True) -> d
 
             # The contents' length does not depend on the page numbers: print it once
             # with placeholders to learn where the first chapter starts.
-            placeholder = [dict(p, title=page_title(site, p["doc"]), page=999) for p in pages]
+            for page in pages:
+                page["title"] = page_title(site, page["doc"])
+            placeholder = [dict(p, page=999) for p in pages]
             front = work / "000-front.pdf"
             tab.set_content(front_matter(config["title"], config["author"], placeholder))
             tab.pdf(path=str(front), prefer_css_page_size=True, print_background=True)

@@ -477,7 +477,7 @@ def _toc_docs() -> list[str]:
 
 def _title(doc: str) -> str:
     text = (SITE / f"{doc}.html").read_text(encoding="utf-8")
-    inner = re.search(r"<h1[^>]*>(.*?)</h1>", text, flags=re.S).group(1)
+    inner = re.findall(r"<h1[^>]*>(.*?)</h1>", text, flags=re.S)[-1]  # the page's own
     inner = re.sub(r'<a class="headerlink".*?</a>', "", inner, flags=re.S)
     return " ".join(html.unescape(re.sub(r"<[^>]+>", "", inner)).split())
 

@@ -34,17 +34,30 @@ def _drop_thebe_scripts(
         body = str(getattr(script, "attributes", {}).get("body", ""))
         return "thebe" in filename or "THEBE_JS_URL" in body
 
-    if "script_files" in context:
-        context["script_files"] = [s for s in context["script_files"] if not is_thebe(s)]
+    if "script_files" in context:  # in place: later handlers may add scripts to this list
+        context["script_files"][:] = [s for s in context["script_files"] if not is_thebe(s)]
 
 
 def _load_plotly_where_needed(
     app: Any, pagename: str, templatename: str, context: dict, doctree: Any
 ) -> None:
-    # A per-page script: Sphinx resets the list after each page. It goes in <head>,
-    # without defer, so it has run before the figures' inline scripts in the body.
-    if INTERACTIVE_CLASS in str(context.get("body", "")):
-        app.add_js_file(PLOTLY_JS)
+    # A per-page script, in <head> without defer, so it has run before the figures'
+    # inline scripts in the body. Sphinx adds it to the builder's list for this page;
+    # the theme may have copied that list into the context already, so make sure the
+    # context's list has it too.
+    if f'class="{INTERACTIVE_CLASS}"' not in str(context.get("body", "")):
+        return
+    app.add_js_file(PLOTLY_JS)
+    scripts = context.setdefault("script_files", [])
+    if not any(str(getattr(s, "filename", s)).endswith(PLOTLY_JS) for s in scripts):
+        added = [
+            s
+            for s in getattr(app.builder, "_js_files", [])
+            if str(getattr(s, "filename", s)).endswith(PLOTLY_JS)
+        ]
+        if not added:
+            raise RuntimeError(f"{pagename}: plotly.js could not be added to the page")
+        scripts.append(added[-1])
 
 
 def _offer_the_book_pdf(

@@ -210,13 +210,60 @@ WIDTHS = {"desktop": 1280, "phone": 390}
 # SVG's from its width attribute.
 MIN_PX_PER_POINT = 1.0
 
+# Measured on the book as of issue 13 (diagnose, real_data and remedies were measured
+# without their outputs, since those notebooks were being reworked; the remedies entry
+# under figures-desktop is predicted from its two-panel 9.5-inch figures).
+_CHAPTERS_WITH_CODE = {
+    f"book/{name}.html"
+    for name in (
+        "activations",
+        "api",
+        "bptt",
+        "depth_architecture",
+        "diagnose",
+        "gating",
+        "initialization_training",
+        "intro",
+        "long_sequences",
+        "real_data",
+        "remedies",
+        "weight_sharing",
+    )
+}
 KNOWN_FAILURES: dict[str, set[str]] = {
-    "math-errors": set(),
-    "equations-desktop": set(),
-    "equations-phone": set(),
-    "code-desktop": set(),
-    "page-width-phone": set(),
-    "figures-desktop": set(),
+    "math-errors": {"book/bptt.html"},
+    "equations-desktop": {"book/activations.html", "book/gating.html", "book/remedies.html"},
+    "equations-phone": {
+        f"book/{name}.html"
+        for name in (
+            "activations",
+            "bptt",
+            "depth_architecture",
+            "gating",
+            "long_sequences",
+            "real_data",
+            "remedies",
+            "weight_sharing",
+        )
+    },
+    "code-desktop": _CHAPTERS_WITH_CODE,
+    "page-width-phone": {
+        f"book/{name}.html"
+        for name in ("activations", "api", "bptt", "initialization_training", "weight_sharing")
+    },
+    "figures-desktop": {
+        f"book/{name}.html"
+        for name in (
+            "activations",
+            "bptt",
+            "depth_architecture",
+            "gating",
+            "initialization_training",
+            "long_sequences",
+            "remedies",
+            "weight_sharing",
+        )
+    },
 }
 
 MEASURE = """() => {

@@ -175,7 +175,7 @@ def slider_figure(
     values : array-like
         ``(G,)``, the parameter values the curves were measured at, increasing; the
         slider stops at these and nowhere else.
-    curves : mapping of str to array-like
+    curves : dict of str to array-like
         Each ``name -> (G, L)`` array: row ``k`` is the curve measured at
         ``values[k]``. Non-finite values (and, with ``log_y``, values <= 0) are left
         out of the line, as on a matplotlib log axis.
@@ -200,12 +200,13 @@ def slider_figure(
     background : str, optional
         The name of a curve to draw faintly at every value behind the highlighted one,
         so the reader sees the whole measured family while moving the slider.
-    styles : mapping, optional
+    styles : dict, optional
         ``name -> {"color": ..., "dash": ..., "width": ...}`` for the plotly lines;
         the book's palette and solid, dashed, dotted lines by default.
-    y_limits : (float, float), optional
-        The vertical axis' limits, fixed for every value (by default the range of all
-        the curves at all values, so that moving the slider never rescales the axis).
+    y_limits : tuple of float, optional
+        ``(low, high)``, the vertical axis' limits, fixed for every value (by default
+        the range of all the curves at all values, so that moving the slider never
+        rescales the axis).
     height : int, default 440
         Height of the live figure in CSS pixels (it takes the page's width).
 

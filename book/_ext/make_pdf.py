@@ -6,7 +6,8 @@ headless Chromium (the OS package, driven through Playwright's Python API; nothi
 downloaded) prints every page of the built site, in the order of ``_toc.yml``, with the
 book's print style sheet (``book/_static/rnngrad-print.css``), after MathJax has typeset
 every equation and every image has loaded; poppler's ``pdfunite`` then joins the pages
-behind a title page and a table of contents with page numbers.
+behind a title page and a table of contents with page numbers, and pypdf adds a bookmark
+for every part and chapter, and the book's title and authors.
 
 What a reader of paper gets: no sidebars, buttons or search; exercise solutions printed
 in full; folded code cells left folded (as on the web page) and shown code wrapped;
@@ -160,6 +161,32 @@ package are in the book's repository.</p></section>
 </body></html>"""
 
 
+def add_bookmarks(
+    source: Path, target: Path, pages: list[dict], *, title: str, author: str
+) -> None:
+    """Copy ``source`` to ``target`` with a bookmark per part and chapter, and metadata.
+
+    ``pdfunite`` keeps neither the pages' outlines nor a title; a reader of a long PDF
+    navigates by the bookmarks.
+    """
+    from pypdf import PdfWriter
+
+    writer = PdfWriter(clone_from=str(source))
+    writer.add_outline_item("Contents", 1)
+    parts: dict[str, object] = {}
+    for page in pages:
+        parent = None
+        if page["part"]:
+            if page["part"] not in parts:
+                parts[page["part"]] = writer.add_outline_item(page["part"], page["page"] - 1)
+            parent = parts[page["part"]]
+        writer.add_outline_item(page["title"], page["page"] - 1, parent=parent)
+    writer.add_metadata({"/Title": title, "/Author": author})
+    writer.page_mode = "/UseOutlines"
+    with target.open("wb") as stream:
+        writer.write(stream)
+
+
 def _serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -231,7 +258,9 @@ def build(site: Path = SITE, out: Path = OUT, *, copy_to_site: bool = True) -> d
                 raise RuntimeError("the table of contents changed length with its numbers")
             browser.close()
         files = [str(front)] + [str(p["file"]) for p in pages]
-        subprocess.run(["pdfunite", *files, str(out)], check=True)
+        joined = work / "joined.pdf"
+        subprocess.run(["pdfunite", *files, str(joined)], check=True)
+        add_bookmarks(joined, out, pages, title=config["title"], author=config["author"])
     finally:
         server.shutdown()
         shutil.rmtree(work, ignore_errors=True)

@@ -540,6 +540,10 @@ def _poppler(tool: str, *args: str) -> str:
     return subprocess.run([tool, *args], capture_output=True, text=True, check=True).stdout
 
 
+def _flatten(outline: list) -> list:
+    return [x for item in outline for x in (_flatten(item) if isinstance(item, list) else [item])]
+
+
 def test_pdf_has_every_chapter_its_figures_and_rendered_math():
     _require((SITE / "index.html").exists(), f"no built site at {SITE}: run `make book` first")
     _require(PDF.exists(), f"no PDF at {PDF}: run `make pdf` (after `make book`)")
@@ -554,8 +558,37 @@ def test_pdf_has_every_chapter_its_figures_and_rendered_math():
     assert not any(d in text for d in TEX_DELIMITERS), "unrendered TeX in the PDF"
     assert "∂L" in text and "σ" in text, "no typeset math in the PDF"
     assert "Type 3" in _poppler("pdffonts", str(PDF)), "no MathJax glyphs in the PDF"
+    pypdf = pytest.importorskip("pypdf")
+    bookmarks = [item.title for item in _flatten(pypdf.PdfReader(PDF).outline)]
+    missing = [_title(doc) for doc in _toc_docs() if _title(doc) not in bookmarks]
+    assert not missing, f"chapters without a bookmark in the PDF: {missing}"
     images = len(_poppler("pdfimages", "-list", str(PDF)).splitlines()) - 2
     figures = sum(
         (SITE / f"{doc}.html").read_text(encoding="utf-8").count("<img ") for doc in _toc_docs()
     )
     assert images >= figures, f"the PDF holds {images} images, the pages {figures}"
+
+
+def _section_number(page: Path) -> str | None:
+    heading = re.findall(r"<h1[^>]*>(.*?)</h1>", page.read_text(encoding="utf-8"), re.S)[-1]
+    number = re.search(r'<span class="section-number">([\d.]+?)\.?\s*</span>', heading)
+    return number.group(1) if number else None
+
+
+def test_chapter_numbers_in_the_text_match_the_sidebar():
+    """'Chapter N (<link>)' in the prose names the chapter the sidebar numbers N."""
+    _require(bool(_pages()), "no built site: run `make book` first")
+    numbered = [p for p in _pages() if _section_number(SITE / p)]
+    assert len(numbered) >= 10, f"chapters are not numbered: {numbered}"
+    mention = re.compile(r'Chapter (\d+) \(<a class="reference internal" href="([^"#]+)')
+    checked = 0
+    for page in _pages():
+        path = SITE / page
+        for number, href in mention.findall(path.read_text(encoding="utf-8")):
+            target = (path.parent / href).resolve()
+            assert _section_number(target) == number, (
+                f"{page}: 'Chapter {number}' links {href}, which is chapter "
+                f"{_section_number(target)}"
+            )
+            checked += 1
+    assert checked >= 1

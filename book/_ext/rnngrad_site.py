@@ -2,9 +2,12 @@
 
 - Jupyter Book 1 always loads sphinx-thebe, which registers its inline configuration
   script once per read pass; with notebook execution that can happen twice, and the
-  browser then reports "Identifier 'THEBE_JS_URL' has already been declared". The book
-  has no live-code buttons, so thebe's scripts are dropped: this also keeps a remote
-  address (unpkg.com) out of every page.
+  browser then reports "Identifier 'THEBE_JS_URL' has already been declared". It also
+  writes into every page a Binder configuration naming a repository that has nothing to
+  do with the book (sphinx-thebe's default, binder-examples/jupyter-stacks-datascience).
+  The book has no live-code or launch buttons (nothing to launch them from), so thebe's
+  scripts, style sheet and per-page configuration are all dropped: this also keeps a
+  remote address (unpkg.com) out of every page.
 - Interactive figures (:mod:`rnngrad.interactive`) need plotly.js. The copy that ships in
   the installed ``plotly`` package is copied into the site's ``_static`` folder, with its
   licence, and loaded only by the pages that hold such a figure: no CDN, so the figures
@@ -36,6 +39,20 @@ def _drop_thebe_scripts(
 
     if "script_files" in context:  # in place: later handlers may add scripts to this list
         context["script_files"][:] = [s for s in context["script_files"] if not is_thebe(s)]
+    if "css_files" in context:
+        context["css_files"][:] = [
+            c for c in context["css_files"] if "thebe" not in str(getattr(c, "filename", c))
+        ]
+
+
+def _drop_thebe_config(app: Any, doctree: Any, docname: str) -> None:
+    """Remove the Binder configuration sphinx-thebe appends to every page."""
+    from docutils import nodes
+
+    for node in list(doctree.findall(nodes.raw)):
+        text = node.astext()
+        if "x-thebe-config" in text or text.strip().startswith("<script>kernelName"):
+            node.parent.remove(node)
 
 
 def _load_plotly_where_needed(
@@ -95,6 +112,7 @@ def _copy_plotly(app: Any, exception: Exception | None) -> None:
 
 
 def setup(app: Any) -> dict[str, Any]:
+    app.connect("doctree-resolved", _drop_thebe_config, priority=900)  # after sphinx-thebe
     app.connect("html-page-context", _drop_thebe_scripts)
     app.connect("html-page-context", _load_plotly_where_needed)
     # after sphinx-book-theme has built the page's buttons (its handler has priority 500)

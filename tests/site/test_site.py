@@ -592,3 +592,13 @@ def test_chapter_numbers_in_the_text_match_the_sidebar():
             )
             checked += 1
     assert checked >= 1
+
+
+def test_no_page_carries_a_launch_or_binder_configuration():
+    """No Thebe/Binder leftovers, and nothing that points at an unrelated repository."""
+    _require(bool(_pages()), "no built site: run `make book` first")
+    leftovers = ("x-thebe-config", "binder-examples", "executablebooks/jupyter-book", "thebe")
+    for page in _pages():
+        text = (SITE / page).read_text(encoding="utf-8")
+        found = [word for word in leftovers if word in text]
+        assert not found, f"{page}: launch/Binder leftovers {found}"

@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed
 # Quiet TensorFlow's C++ start-up logs in every process we start.
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: book book-strict test lint unit notebooks site-test repro benchmark report lock clean \
-        cache-check test-latest
+.PHONY: book book-strict pdf test lint unit notebooks site-test repro benchmark report lock \
+        clean cache-check test-latest
 
 $(STAMP): requirements-lock.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ book: $(STAMP) cache-check
 ## book-strict: the build CI runs: any warning, broken reference or failing cell fails it
 book-strict: $(STAMP) cache-check
 	$(BIN)/jupyter-book build . -W -n --keep-going
+
+## pdf: the book as one PDF, _build/pdf/book.pdf (after `make book`; needs the chromium and
+## poppler-utils OS packages). Also copied into the site, whose download menu links it.
+pdf: $(STAMP)
+	$(BIN)/python book/_ext/make_pdf.py
 
 # The execution cache hashes cell sources only: a change to any file of the package (or to the
 # locked versions) must re-execute every chapter, so clear the cache when they change.
@@ -47,7 +52,8 @@ unit: $(STAMP)
 notebooks: $(STAMP)
 	$(BIN)/pytest -q --nbmake --nbmake-timeout=300 book
 
-## site-test: the built site in headless Chromium (needs `make book` and the chromium package)
+## site-test: the built site and the PDF in headless Chromium (needs `make book`, `make pdf`,
+## and the chromium and poppler-utils packages)
 site-test: $(STAMP)
 	$(BIN)/pytest -q tests/site
 

@@ -1,15 +1,32 @@
 """Sphinx tweaks for the rnngrad book's HTML.
 
-Jupyter Book 1 always loads sphinx-thebe, which registers its inline configuration
-script once per read pass; with notebook execution that can happen twice, and the
-browser then reports "Identifier 'THEBE_JS_URL' has already been declared". The book
-has no live-code buttons (launch_buttons.thebe is false), so its scripts are dropped:
-this also keeps a remote address (unpkg.com) out of every page.
+- Jupyter Book 1 always loads sphinx-thebe, which registers its inline configuration
+  script once per read pass; with notebook execution that can happen twice, and the
+  browser then reports "Identifier 'THEBE_JS_URL' has already been declared". It also
+  writes into every page a Binder configuration naming a repository that has nothing to
+  do with the book (sphinx-thebe's default, binder-examples/jupyter-stacks-datascience).
+  The book has no live-code or launch buttons (nothing to launch them from), so thebe's
+  scripts, style sheet and per-page configuration are all dropped: this also keeps a
+  remote address (unpkg.com) out of every page.
+- Interactive figures (:mod:`rnngrad.experiments.interactive`) need plotly.js. The copy that ships in
+  the installed ``plotly`` package is copied into the site's ``_static`` folder, with its
+  licence, and loaded only by the pages that hold such a figure: no CDN, so the figures
+  work offline and from disk.
+- The book's print style sheet (``book/_static/rnngrad-print.css``) is added to every page:
+  it is what ``make pdf`` prints with, and what a reader gets printing a page.
+- Every page's download menu offers the whole book as a PDF (``book.pdf`` at the site's
+  root, written there by ``make pdf``).
 """
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
+
+PLOTLY_JS = "plotly.min.js"
+BOOK_PDF = "book.pdf"
+INTERACTIVE_CLASS = "rnngrad-interactive"
 
 
 def _drop_thebe_scripts(
@@ -20,10 +37,86 @@ def _drop_thebe_scripts(
         body = str(getattr(script, "attributes", {}).get("body", ""))
         return "thebe" in filename or "THEBE_JS_URL" in body
 
-    if "script_files" in context:
-        context["script_files"] = [s for s in context["script_files"] if not is_thebe(s)]
+    if "script_files" in context:  # in place: later handlers may add scripts to this list
+        context["script_files"][:] = [s for s in context["script_files"] if not is_thebe(s)]
+    if "css_files" in context:
+        context["css_files"][:] = [
+            c for c in context["css_files"] if "thebe" not in str(getattr(c, "filename", c))
+        ]
+
+
+def _drop_thebe_config(app: Any, doctree: Any, docname: str) -> None:
+    """Remove the Binder configuration sphinx-thebe appends to every page."""
+    from docutils import nodes
+
+    for node in list(doctree.findall(nodes.raw)):
+        text = node.astext()
+        if "x-thebe-config" in text or text.strip().startswith("<script>kernelName"):
+            node.parent.remove(node)
+
+
+def _load_plotly_where_needed(
+    app: Any, pagename: str, templatename: str, context: dict, doctree: Any
+) -> None:
+    # A per-page script, in <head> without defer, so it has run before the figures'
+    # inline scripts in the body. Sphinx adds it to the builder's list for this page;
+    # the theme may have copied that list into the context already, so make sure the
+    # context's list has it too.
+    if f'class="{INTERACTIVE_CLASS}"' not in str(context.get("body", "")):
+        return
+    app.add_js_file(PLOTLY_JS)
+    scripts = context.setdefault("script_files", [])
+    if not any(str(getattr(s, "filename", s)).endswith(PLOTLY_JS) for s in scripts):
+        added = [
+            s
+            for s in getattr(app.builder, "_js_files", [])
+            if str(getattr(s, "filename", s)).endswith(PLOTLY_JS)
+        ]
+        if not added:
+            raise RuntimeError(f"{pagename}: plotly.js could not be added to the page")
+        scripts.append(added[-1])
+
+
+def _offer_the_book_pdf(
+    app: Any, pagename: str, templatename: str, context: dict, doctree: Any
+) -> None:
+    pathto = context.get("pathto")
+    if pathto is None:
+        return
+    context["rnngrad_book_pdf"] = pathto(BOOK_PDF, 1)
+    for button in context.get("header_buttons", []):
+        if button.get("label") == "download-buttons":
+            button["buttons"].append(
+                {
+                    "type": "link",
+                    "url": pathto(BOOK_PDF, 1),
+                    "text": "book (.pdf)",
+                    "tooltip": "The whole book as one PDF",
+                    "icon": "fas fa-book",
+                    "label": "download-book-pdf-button",
+                }
+            )
+
+
+def _copy_plotly(app: Any, exception: Exception | None) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    import plotly  # the book's environment has it (rnngrad[book])
+
+    source = Path(plotly.__file__).parent / "package_data" / PLOTLY_JS
+    static = Path(app.outdir) / "_static"
+    static.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, static / PLOTLY_JS)
+    licence = next(Path(plotly.__file__).parent.parent.glob("plotly-*.dist-info/**/LICENSE*"))
+    shutil.copyfile(licence, static / "plotly.LICENSE.txt")
 
 
 def setup(app: Any) -> dict[str, Any]:
+    app.connect("doctree-resolved", _drop_thebe_config, priority=900)  # after sphinx-thebe
     app.connect("html-page-context", _drop_thebe_scripts)
+    app.connect("html-page-context", _load_plotly_where_needed)
+    # after sphinx-book-theme has built the page's buttons (its handler has priority 500)
+    app.connect("html-page-context", _offer_the_book_pdf, priority=900)
+    app.connect("build-finished", _copy_plotly)
+    app.add_css_file("rnngrad-print.css", media="print")
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,4 +1,5 @@
-"""rnngrad.experiments.interactive: slider figures show exactly the measured arrays, and load nothing."""
+"""rnngrad.experiments.interactive: slider figures show exactly the measured arrays,
+and load nothing."""
 
 from __future__ import annotations
 

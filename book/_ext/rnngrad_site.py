@@ -10,8 +10,8 @@
   remote address (unpkg.com) out of every page.
 - Interactive figures (:mod:`rnngrad.experiments.interactive`) need plotly.js. The copy
   that ships in the installed ``plotly`` package is copied into the site's ``_static``
-  folder, with its licence, and loaded only by the pages that hold such a figure: no CDN, so the figures
-  work offline and from disk.
+  folder, with its licence, and loaded only by the pages that hold such a figure: no
+  CDN, so the figures work offline and from disk.
 - The book's print style sheet (``book/_static/rnngrad-print.css``) is added to every page:
   it is what ``make pdf`` prints with, and what a reader gets printing a page.
 - Every page's download menu offers the whole book as a PDF (``book.pdf`` at the site's

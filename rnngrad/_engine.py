@@ -195,6 +195,8 @@ class _CompiledProbe:
     calls: list[tuple]  # per call: (layer, kind, backwards), filled when traced
     checked: bool = False
     keep: Any = None  # objects the key refers to by id
+    checked_weights: Any = None  # the weights' fingerprint when an XLA form was checked
+    reference: Callable | None = None  # Keras's forward pass, compiled for the self-check
 
 
 def run_probe(
@@ -273,14 +275,16 @@ def _run_batch(model, layers, wrappers, names, spec, state, batch, jit_compile, 
                 model, layers, wrappers, spec, state, specs, True, transport, gates
             )
         result = _call(entry.xla, model, x_in, y_in, directions)
-        if entry.xla.checked:
+        # XLA's fused arithmetic can drift from Keras's forward pass where a chaotic
+        # network amplifies rounding, and new weights can make a network chaotic: the XLA
+        # form is checked again whenever the weights have changed since its last check.
+        weights = _weights_fingerprint(model)
+        if entry.xla.checked and entry.xla.checked_weights == weights:
             return result, entry.xla
-        # XLA's fused arithmetic can drift from Keras's forward pass (a chaotic network
-        # amplifies rounding); then TensorFlow's own kernels are used instead.
         if _self_check(model, entry.xla, names, result, x_in) is None:
-            entry.xla.checked = True
+            entry.xla.checked, entry.xla.checked_weights = True, weights
             return result, entry.xla
-        entry.xla_failed, entry.xla = True, None
+        entry.xla_failed, entry.xla = True, None  # TensorFlow's own kernels from now on
     if entry.graph is None:
         entry.graph = _compile(model, layers, wrappers, spec, state, specs, False, transport, gates)
     result = _call(entry.graph, model, x_in, y_in, directions)
@@ -431,6 +435,25 @@ def _transport_term(call: LayerCall, directions: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(tf.cast(h, dtype) * u)
 
 
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _weights_fingerprint(model: keras.Model) -> tuple[float, float]:
+    """Two numbers that change when any of the model's weights does (the sums of the
+    weights and of their squares, in float64), from one compiled call."""
+    if model not in _FINGERPRINTS:
+        model_ref = weakref.ref(model)
+
+        def fingerprint():
+            values = [tf.cast(tf.reshape(w, [-1]), tf.float64) for w in model_ref().weights]
+            flat = tf.concat(values, 0) if values else tf.zeros((1,), tf.float64)
+            return tf.reduce_sum(flat), tf.reduce_sum(tf.square(flat))
+
+        _FINGERPRINTS[model] = tf.function(fingerprint)
+    total, squares = _FINGERPRINTS[model]()
+    return float(total), float(squares)
+
+
 @contextlib.contextmanager
 def _recording_calls(layers: list[keras.layers.RNN], recorded: list[Any]) -> Iterator[None]:
     """Record the main output of every call of ``layers`` (their own ``call``)."""
@@ -508,17 +531,22 @@ def _self_check(model, compiled, names, result, x) -> str | None:
         + [tolerance_of(layer.cell.compute_dtype) for layer in layers]
     )
 
+    model_ref = weakref.ref(model)  # the cached form must not keep the model alive
+
     def references(x):
         """Keras's own forward pass, recording what each recurrent layer returned."""
         recorded: list[Any] = []
         with _recording_calls(layers, recorded):
-            output = model(x, training=False)
+            output = model_ref()(x, training=False)
         return recorded, output
 
-    # Short sequences run eagerly faster than a graph is traced; long ones need a graph.
+    # Short sequences run eagerly faster than a graph is traced; long ones need a graph,
+    # traced once per compiled probe.
     steps = max(int(tf.shape(c["inputs"])[1]) for c in result["captures"])
     if steps * len(layers) > EAGER_CHECK_STEPS:
-        references = tf.function(references, autograph=False)
+        if compiled.reference is None:
+            compiled.reference = tf.function(references, autograph=False, reduce_retracing=True)
+        references = compiled.reference
     with _quiet_retracing_warnings():
         layer_outputs, model_output = references(x)
     if len(layer_outputs) != len(layers):

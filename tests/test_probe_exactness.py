@@ -240,3 +240,20 @@ def test_real_overflow_warns_naming_the_dtype():
     with pytest.warns(RuntimeWarning, match="overflow float32"):
         norms = state_gradient_norms(model, x, y)
     assert not np.all(np.isfinite(norms))
+
+
+def test_new_weights_send_the_xla_form_back_to_its_self_check():
+    # A probe that went to XLA on a calm network, then given chaotic weights, must not
+    # keep using XLA unchecked: the check runs again and falls back.
+    model = rnngrad.build_rnn("simple", 32, input_dim=2, recurrent_gain=0.9, seed=0)
+    x, y = rnngrad.tasks.adding_problem(8, 120, seed=0)
+    for _ in range(_engine.XLA_AFTER_RUNS + 1):
+        _engine.run_probe(model, x, y)
+    (entry,) = _engine._CACHE[model].values()
+    assert entry.xla is not None and not entry.xla_failed
+    chaotic = rnngrad.build_rnn("simple", 32, input_dim=2, recurrent_gain=2.0, seed=0)
+    model.set_weights(chaotic.get_weights())
+    measured = _engine.run_probe(model, x, y).norms()
+    exact = _engine.run_probe(chaotic, x, y, jit_compile=False).norms()
+    np.testing.assert_allclose(measured, exact, rtol=1e-6)
+    assert entry.xla_failed

@@ -83,13 +83,18 @@ def _check_key(key: object) -> str:
     return key
 
 
-def glue_numbers(values: Mapping[str, object] | None = None, /, **named: object) -> None:
+def glue_numbers(
+    values: Mapping[str, object] | None = None, /, *, prefix: str = "", **named: object
+) -> None:
     """Glue a set of numbers for the ``{glue:text}`` roles of a chapter, at once.
 
     Parameters
     ----------
     values : mapping of str to number, optional
         Names and numbers, for names built in code (``{f"rate_{cell}": ...}``).
+    prefix : str, default ""
+        Put before every name, so that a chapter can keep its glue names apart from
+        another's (``prefix="step_"`` glues ``rate`` as ``step_rate``).
     **named : number
         More names and numbers, as keyword arguments.
 
@@ -121,7 +126,11 @@ def glue_numbers(values: Mapping[str, object] | None = None, /, **named: object)
     if repeated:
         raise ValueError(f"glue names given twice: {', '.join(repeated)}")
     given.update(named)
-    plain = {_check_key(key): plain_number(value, name=key) for key, value in given.items()}
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a string, got {type(prefix).__name__}")
+    plain = {
+        _check_key(prefix + key): plain_number(value, name=key) for key, value in given.items()
+    }
     for key, value in plain.items():
         _glue(key, value)
 

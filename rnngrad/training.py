@@ -386,16 +386,29 @@ def architecture_key(model: keras.Model) -> str:
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
-    layers = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        config = {
-            key: value
-            for key, value in layer.get_config().items()
-            if key != "name" and key != "seed" and not key.endswith("_initializer")
-        }
-        layers.append(f"{type(layer).__name__}{sorted(config.items(), key=lambda kv: kv[0])}")
+    layers = [
+        f"{type(layer).__name__}{_without_identity(layer.get_config())}"
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+    ]
     shapes = [tuple(weight.shape) for weight in model.weights]
     return repr((layers, shapes))
+
+
+def _without_identity(config: Any) -> Any:
+    """``config`` with names, seeds and initializers removed at every depth.
+
+    A wrapper's configuration nests its cell's (``keras.layers.RNN(cell)``), whose seed
+    and name change from one build to the next without changing the architecture.
+    """
+    if isinstance(config, dict):
+        return sorted(
+            (key, _without_identity(value))
+            for key, value in config.items()
+            if key not in ("name", "seed") and not key.endswith("_initializer")
+        )
+    if isinstance(config, list | tuple):
+        return [_without_identity(value) for value in config]
+    return config
 
 
 def check_seeds(seeds: Sequence[int]) -> list[int]:

@@ -132,3 +132,20 @@ def test_architecture_key_ignores_weights_and_initializers_only():
     assert all(key(m) != key(base) for m in other)
     with pytest.raises(TypeError, match=r"model must be a keras\.Model"):
         key("gru")
+
+
+def test_architecture_key_ignores_the_seed_of_a_wrapped_cell():
+    # keras.layers.RNN(cell) nests the cell's configuration, seed and name included; a
+    # truncated model built again with another seed is the same architecture (the
+    # remedies chapter trains several seeds of it in one Trainer).
+    from rnngrad.experiments.truncation import truncated_model
+
+    key = training.architecture_key
+
+    def build(units, seed):
+        return truncated_model(
+            rnngrad.build_rnn("simple", units, input_dim=1, seed=seed), 3, length=10
+        )
+
+    assert key(build(4, 0)) == key(build(4, 1))
+    assert key(build(4, 0)) != key(build(5, 0))

@@ -4,7 +4,8 @@ the eager unroll, measured side by side in one run.
 For each model, on one batch (B=32, H=64, the adding problem):
 
 - probe: ``state_gradient_norms`` warm (its compiled forms traced and checked; with the
-  default ``jit_compile="auto"`` a repeated probe runs under XLA);
+  default ``jit_compile="auto"`` a probe repeated on the same weights settles under
+  XLA, after ``XLA_AFTER_SECONDS`` on TensorFlow's kernels: the warm-up runs until then);
 - train step: ``model.train_on_batch`` warm, Keras's default compile for this machine
   (SGD, MSE);
 - diagnose: ``rnngrad.diagnose`` warm: the probe with each layer's transport lane, the
@@ -40,11 +41,27 @@ from rnngrad import _engine  # noqa: E402
 from tests.oracles import chain, mse, unrolled_state_gradients  # noqa: E402
 
 BATCH, UNITS = 32, 64
-WARMUP = 4  # the first runs of a probe use TensorFlow's kernels, later ones XLA
+WARMUP = 4
+MAX_WARMUP = 400  # calls; a probe settles (XLA or not) after XLA_AFTER_SECONDS of runs
 
 
-def median_seconds(function, repeats: int, warmup: int = WARMUP) -> float:
+def settled(model: keras.Model) -> bool:
+    """Whether every compiled probe of ``model`` has made its final choice: an XLA form
+    checked on these weights, or TensorFlow's kernels for good."""
+    entries = [entry for entry in _engine._CACHE.get(model, {}).values() if entry.runs]
+    return bool(entries) and all(
+        entry.xla_failed or (entry.xla is not None and entry.xla.checked) for entry in entries
+    )
+
+
+def median_seconds(function, repeats: int, warmup: int = WARMUP, model=None) -> float:
+    """The median of ``repeats`` timed calls, after ``warmup`` calls, and with ``model``
+    after as many more as the probe needs to settle on its compiled form."""
     for _ in range(warmup):
+        function()
+    for _ in range(MAX_WARMUP if model is not None else 0):
+        if settled(model):
+            break
         function()
     times = []
     for _ in range(repeats):
@@ -79,9 +96,9 @@ def measure(model: keras.Model, length: int, eager_repeats: int) -> dict[str, fl
     first_call = time.perf_counter() - start
     row = {
         "first": first_call,
-        "probe": median_seconds(lambda: rnngrad.state_gradient_norms(model, x, y), 7),
+        "probe": median_seconds(lambda: rnngrad.state_gradient_norms(model, x, y), 7, model=model),
         "train": median_seconds(lambda: model.train_on_batch(x, y), 7),
-        "diagnose": median_seconds(lambda: rnngrad.diagnose(model, x, y), 5),
+        "diagnose": median_seconds(lambda: rnngrad.diagnose(model, x, y), 5, model=model),
     }
     row["eager"] = (
         median_seconds(lambda: unrolled_state_gradients(chain(model), x, y, mse), 1, warmup=1)

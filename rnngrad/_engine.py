@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import inspect
 import math
 import weakref
@@ -53,8 +54,12 @@ STATES = ("h", "c", "all")
 # The self-check runs Keras's layers eagerly up to this many layer-steps, else as a graph.
 EAGER_CHECK_STEPS = 200
 
-# jit_compile="auto" switches to XLA after this many runs of the same compiled probe.
-XLA_AFTER_RUNS = 2
+# jit_compile="auto" switches to XLA once the same compiled probe has spent this many
+# seconds on TensorFlow's own kernels (XLA's compile costs about that much: the total
+# overhead stays within about twice the best choice made in hindsight), and only while the
+# weights stay the same from run to run: new weights send an XLA form back to its
+# self-check, which costs more than a run.
+XLA_AFTER_SECONDS = 2.0
 
 # The forward self-check: the replay must reproduce the model within this relative error.
 SELF_CHECK_TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
@@ -250,17 +255,21 @@ class _ProbeEntry:
     xla: _CompiledProbe | None = None  # faster on a CPU once compiled
     runs: int = 0
     xla_failed: bool = False  # XLA's forward pass did not reproduce the model
+    graph_seconds: float = 0.0  # time spent running the graph form
+    last_weights: tuple[float, float] | None = None  # at the previous "auto" decision
 
 
 def _run_batch(model, layers, wrappers, names, spec, state, batch, jit_compile, transport, gates):
     """Run the probe on one batch, choosing and checking its compiled form.
 
-    ``jit_compile="auto"`` runs TensorFlow's own kernels for the first runs of a probe
-    and XLA from its third run on: a probe run once or twice (a diagnosis, before and
-    after a fix) skips XLA's compile time, which for stacked or bidirectional layers is
-    many seconds; a probe run again and again (a training monitor, a benchmark) gets its
-    speed. Every compiled form is checked on its first run; an XLA form that does not
-    reproduce the model is not used again.
+    ``jit_compile="auto"`` runs TensorFlow's own kernels until the probe has spent
+    ``XLA_AFTER_SECONDS`` on them, then XLA while the weights stay the same: a probe run
+    a few times (a diagnosis, a sweep over models) skips XLA's compile time, which for
+    stacked or bidirectional layers is seconds; a probe run again and again on the same
+    weights (a benchmark, a batched dataset) gets XLA's speed; a training monitor, whose
+    weights change between runs, keeps the exact kernels instead of re-checking XLA at
+    every run. Every compiled form is checked on its first run, and an XLA form again on
+    new weights; one that does not reproduce the model is not used again.
     """
     x_in, y_in = batch.x, batch.y
     directions = transport_directions(batch.size, layers) if transport else None
@@ -268,7 +277,11 @@ def _run_batch(model, layers, wrappers, names, spec, state, batch, jit_compile, 
     key = (spec.key, state, y_in is None, transport, gates, repr(specs))
     entry = _CACHE.setdefault(model, {}).setdefault(key, _ProbeEntry())
     entry.runs += 1
-    want_xla = jit_compile is True or (jit_compile == "auto" and entry.runs > XLA_AFTER_RUNS)
+    want_xla = jit_compile is True
+    if jit_compile == "auto" and entry.graph_seconds >= XLA_AFTER_SECONDS:
+        weights = _weights_fingerprint(model)
+        want_xla = weights == entry.last_weights
+        entry.last_weights = weights
     if want_xla and not entry.xla_failed:
         if entry.xla is None:
             entry.xla = _compile(
@@ -287,7 +300,10 @@ def _run_batch(model, layers, wrappers, names, spec, state, batch, jit_compile, 
         entry.xla_failed, entry.xla = True, None  # TensorFlow's own kernels from now on
     if entry.graph is None:
         entry.graph = _compile(model, layers, wrappers, spec, state, specs, False, transport, gates)
+    started = time.perf_counter()
     result = _call(entry.graph, model, x_in, y_in, directions)
+    if entry.graph.checked:  # the first run's tracing is not the kernels' cost
+        entry.graph_seconds += time.perf_counter() - started
     if not entry.graph.checked:
         mismatch = _self_check(model, entry.graph, names, result, x_in)
         if mismatch is not None:

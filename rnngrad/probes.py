@@ -118,9 +118,11 @@ def state_gradient_norms(
         (``ValueError`` for a row that has none); ``"all"``: ``h_t`` and, where the
         row has one, ``c_t``, concatenated.
     jit_compile : bool or "auto", default "auto"
-        True: XLA from the first run; ``"auto"``: XLA from the third run of the same
-        probe (model, options and input shapes) on, so one-off probes skip its compile
-        time; False: never. Either way a probe whose XLA form does not reproduce the
+        True: XLA from the first run; ``"auto"``: XLA once the same probe (model,
+        options and input shapes) has run for ``XLA_AFTER_SECONDS`` (2 s) on
+        TensorFlow's own kernels, and only while the weights stay the same, so one-off
+        probes and training monitors skip its compile time and its re-checks; False:
+        never. Either way a probe whose XLA form does not reproduce the
         model runs on TensorFlow's own kernels instead.
     batch_size : int, optional
         Run the probe on batches of at most this many examples (for inputs too large

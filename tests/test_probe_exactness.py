@@ -96,13 +96,14 @@ def test_the_self_check_refuses_a_replay_that_does_not_reproduce_the_layer(monke
         state_gradient_norms(model, x, y)
 
 
-def test_xla_drift_on_a_chaotic_network_falls_back_to_exact_kernels():
+def test_xla_drift_on_a_chaotic_network_falls_back_to_exact_kernels(monkeypatch):
     # tanh with gain 1.5 is chaotic: XLA's rounding differences grow along the sequence.
+    monkeypatch.setattr(_engine, "XLA_AFTER_SECONDS", 0.0)
     model = rnngrad.build_rnn("simple", 32, input_dim=2, recurrent_gain=1.5, seed=0)
     x, y = rnngrad.tasks.adding_problem(8, 120, seed=0)
-    for _ in range(_engine.XLA_AFTER_RUNS):
-        _engine.run_probe(model, x, y)  # the first runs use TensorFlow's own kernels
-    run = _engine.run_probe(model, x, y)  # the next tries XLA, which drifts
+    first = _engine.run_probe(model, x, y)  # TensorFlow's own kernels
+    assert first.jit_compile is False
+    run = _engine.run_probe(model, x, y)  # same weights: tries XLA, which drifts
     assert run.jit_compile is False
     (entry,) = _engine._CACHE[model].values()
     assert entry.xla_failed
@@ -242,18 +243,36 @@ def test_real_overflow_warns_naming_the_dtype():
     assert not np.all(np.isfinite(norms))
 
 
-def test_new_weights_send_the_xla_form_back_to_its_self_check():
+def test_new_weights_send_the_xla_form_back_to_its_self_check(monkeypatch):
     # A probe that went to XLA on a calm network, then given chaotic weights, must not
-    # keep using XLA unchecked: the check runs again and falls back.
+    # keep using XLA unchecked: with "auto" new weights run on TensorFlow's kernels, and
+    # once they are stable XLA's form is checked again and falls back.
+    monkeypatch.setattr(_engine, "XLA_AFTER_SECONDS", 0.0)
     model = rnngrad.build_rnn("simple", 32, input_dim=2, recurrent_gain=0.9, seed=0)
     x, y = rnngrad.tasks.adding_problem(8, 120, seed=0)
-    for _ in range(_engine.XLA_AFTER_RUNS + 1):
-        _engine.run_probe(model, x, y)
+    _engine.run_probe(model, x, y)
+    assert _engine.run_probe(model, x, y).jit_compile is True
     (entry,) = _engine._CACHE[model].values()
     assert entry.xla is not None and not entry.xla_failed
     chaotic = rnngrad.build_rnn("simple", 32, input_dim=2, recurrent_gain=2.0, seed=0)
     model.set_weights(chaotic.get_weights())
-    measured = _engine.run_probe(model, x, y).norms()
     exact = _engine.run_probe(chaotic, x, y, jit_compile=False).norms()
+    changed = _engine.run_probe(model, x, y)  # new weights: the exact kernels
+    assert changed.jit_compile is False
+    np.testing.assert_allclose(changed.norms(), exact, rtol=1e-6)
+    measured = _engine.run_probe(model, x, y).norms()  # stable again: XLA re-checked
     np.testing.assert_allclose(measured, exact, rtol=1e-6)
     assert entry.xla_failed
+
+
+def test_auto_keeps_the_exact_kernels_while_the_weights_change(monkeypatch):
+    # A training monitor changes the weights between runs: XLA's form would need its
+    # self-check at every run, so "auto" stays on TensorFlow's kernels.
+    monkeypatch.setattr(_engine, "XLA_AFTER_SECONDS", 0.0)
+    model = rnngrad.build_rnn("simple", 8, input_dim=2, seed=0)
+    x, y = rnngrad.tasks.adding_problem(4, 20, seed=0)
+    for step in range(4):
+        model.layers[-1].bias.assign([0.01 * (step + 1)])
+        assert _engine.run_probe(model, x, y).jit_compile is False
+    (entry,) = _engine._CACHE[model].values()
+    assert entry.xla is None

@@ -13,9 +13,9 @@
 from __future__ import annotations
 
 import contextlib
-import time
 import inspect
 import math
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass

@@ -25,31 +25,54 @@ from rnngrad.probes import LossArg
 __all__ = ["GradientHistory", "StopOnNonFinite"]
 
 
+def updates_made(model: keras.Model | None) -> int | None:
+    """The updates the model's optimizer has applied so far, or None without one."""
+    optimizer = getattr(model, "optimizer", None)
+    iterations = getattr(optimizer, "iterations", None)
+    return None if iterations is None else int(iterations)
+
+
 class StopOnNonFinite(keras.callbacks.Callback):
     """Stop training at the first batch whose loss is NaN or infinite, with a warning.
 
     Unlike an exception, this keeps everything recorded so far: Keras still closes the
     epoch, so ``History`` holds the partial epoch too.
 
+    Keras calls it after every compiled call. :func:`rnngrad.training.train` runs
+    ``STEPS_PER_EXECUTION`` updates per call unless another callback watches single
+    batches; then the loss may have become non-finite up to that many updates before
+    the batch reported.
+
     Attributes
     ----------
     stopped_at : tuple or None
-        ``(epoch, batch)`` of the first non-finite loss.
+        ``(epoch, batch)`` of the first non-finite loss seen (the last batch of its
+        compiled call).
     """
+
+    watches_batches = False  # the loss of a call's last batch is enough to stop
 
     def __init__(self) -> None:
         super().__init__()
         self.stopped_at: tuple[int, int] | None = None
         self._epoch = 0
+        self._epoch_first_update: int | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        """Remember the epoch, to report where the loss became non-finite."""
+        """Remember the epoch and the updates before it, to report where the loss
+        became non-finite."""
         self._epoch = epoch
+        self._epoch_first_update = updates_made(self.model)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         """Stop at the first batch whose loss is NaN or infinite."""
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)) and self.stopped_at is None:
+            # Keras reports a call's last batch as if every call ran all its steps;
+            # the optimizer's count says which batch really was the last
+            made = updates_made(self.model)
+            if made is not None and self._epoch_first_update is not None:
+                batch = made - self._epoch_first_update - 1
             self.stopped_at = (self._epoch, batch)
             self.model.stop_training = True
             warnings.warn(
@@ -221,11 +244,20 @@ class GradientHistory(keras.callbacks.Callback):
         self.steps, self.epochs, self.grad_norms, self.profiles = [], [], [], []
         self.transports = []
         self._step = 0
+        self._first_update = updates_made(self.model) or 0
         self._take()
+
+    @property
+    def watches_batches(self) -> bool:
+        """Whether it needs to see every update (``every_n_batches`` set): then
+        :func:`rnngrad.training.train` runs one update per compiled call."""
+        return self.every_n_batches is not None
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         """Count updates; measure every ``every_n_batches`` of them."""
-        self._step += 1
+        # a compiled call may run several updates: the optimizer counts them
+        made = updates_made(self.model)
+        self._step = self._step + 1 if made is None else made - self._first_update
         if self.every_n_batches and self._step % self.every_n_batches == 0:
             self._take()
 

@@ -63,8 +63,9 @@ class TrainResult:
     diverged : bool
         True if the loss became NaN or infinite and training stopped.
     stopped_at : tuple or None
-        ``(epoch, batch)``, both counted from 0, where the loss first became
-        non-finite.
+        ``(epoch, batch)``, both counted from 0, where the loss was first seen
+        non-finite: exactly that batch when a callback watches every batch, else the
+        last batch of the ``STEPS_PER_EXECUTION`` updates in which it became so.
     seconds : float
         Wall-clock duration of the fit.
     seed : int
@@ -486,10 +487,37 @@ def check_fit_arguments(
     return x, y, epochs, batch_size
 
 
+# Updates per compiled call when no callback needs to see single batches: the same
+# updates, bitwise, with less of Keras's per-step overhead (measured on 2 cores: two
+# epochs of a 32-unit SimpleRNN on 6000 sequences took 1.2 s instead of 2.0-2.7 s).
+STEPS_PER_EXECUTION = 32
+_BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+
+
+def steps_per_execution(callbacks: Sequence[keras.callbacks.Callback]) -> int:
+    """``STEPS_PER_EXECUTION``, or 1 if a callback needs to see every update.
+
+    A callback says so with a ``watches_batches`` attribute; without one, overriding
+    any of Keras's batch hooks counts as watching batches.
+    """
+    for callback in callbacks:
+        watches = getattr(callback, "watches_batches", None)
+        if watches is None:
+            base = keras.callbacks.Callback
+            watches = any(getattr(type(callback), h) is not getattr(base, h) for h in _BATCH_HOOKS)
+        if watches:
+            return 1
+    return STEPS_PER_EXECUTION
+
+
 def _fit(model, x, y, epochs, batch_size, validation_data, callbacks, seed, verbose):
     x, y, epochs, batch_size = check_fit_arguments(x, y, epochs, batch_size)
     seed_everything(seed)
     stopper = StopOnNonFinite()
+    steps = steps_per_execution([stopper, *callbacks])
+    if model.steps_per_execution != steps:
+        model.steps_per_execution = steps
+        model.train_function = None  # Keras builds it again for the new count
     start = time.perf_counter()
     history = model.fit(
         x,

@@ -149,3 +149,39 @@ def test_architecture_key_ignores_the_seed_of_a_wrapped_cell():
 
     assert key(build(4, 0)) == key(build(4, 1))
     assert key(build(4, 0)) != key(build(5, 0))
+
+
+def test_several_updates_per_call_unless_a_callback_watches_batches():
+    from rnngrad.callbacks import GradientHistory, StopOnNonFinite
+
+    x, y = rnngrad.tasks.adding_problem(96, 8, seed=0)
+
+    class EveryBatch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    probe = GradientHistory(x[:4], y[:4])
+    assert training.steps_per_execution([StopOnNonFinite(), probe]) == (
+        training.STEPS_PER_EXECUTION
+    )
+    assert training.steps_per_execution([GradientHistory(x[:4], y[:4], every_n_batches=2)]) == 1
+    assert training.steps_per_execution([EveryBatch()]) == 1
+    # the same updates either way, bitwise: 3 updates an epoch at batch 32
+    fast = rnngrad.build_rnn("gru", 4, input_dim=2, seed=3)
+    slow = rnngrad.build_rnn("gru", 4, input_dim=2, seed=3)
+    training.train(fast, x, y, epochs=2, callbacks=[probe])
+    assert fast.steps_per_execution == training.STEPS_PER_EXECUTION
+    assert probe.steps == [0, 3, 6]
+    training.train(slow, x, y, epochs=2, callbacks=[EveryBatch()])
+    assert slow.steps_per_execution == 1
+    for a, b in zip(fast.get_weights(), slow.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_stop_on_a_non_finite_loss_names_a_batch_of_the_epoch_with_several_updates_per_call():
+    x, y = rnngrad.tasks.adding_problem(96, 30, seed=0)  # 3 updates an epoch at batch 32
+    model = rnngrad.build_rnn("simple", 8, input_dim=2, activation="linear", recurrent_gain=3.0)
+    with pytest.warns(RuntimeWarning, match="training stopped"):
+        result = training.train(model, x, y, epochs=3, optimizer="sgd", learning_rate=10.0)
+    assert model.steps_per_execution == training.STEPS_PER_EXECUTION
+    assert result.diverged and result.stopped_at[0] == 0 and 0 <= result.stopped_at[1] < 3

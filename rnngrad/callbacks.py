@@ -105,7 +105,7 @@ class GradientHistory(keras.callbacks.Callback):
 
     Subclasses can change what is done with a measurement by overriding :meth:`record`
     (for instance to warn about spikes), and what is measured by overriding
-    :meth:`measure`. The lists are cleared at the start of every fit, as Keras's
+    ``measure()``. The lists are cleared at the start of every fit, as Keras's
     ``History`` is.
 
     Parameters
@@ -189,7 +189,7 @@ class GradientHistory(keras.callbacks.Callback):
         self._step = 0
 
     measures_transport = False
-    """Whether :meth:`measure` also measures each row's transport (costs a batch copy)."""
+    """Whether ``measure()`` also measures each row's transport (costs a batch copy)."""
 
     # ---------------------------------------------------------------- the two hooks
 

@@ -190,7 +190,7 @@ def diagnose(
     model : keras.Model
         Any model the probe supports (:func:`rnngrad.probes.state_gradient_norms`):
         stacked, bidirectional, masked, multi-input, with any head.
-    x : array-like, list/dict of arrays, or tf.data.Dataset
+    x : array-like, list or dict of array-like, or tf.data.Dataset
         Representative inputs, as for the probe. Real data is better than noise:
         saturation, and so the verdict, depends on the inputs.
     y : array-like, optional

@@ -76,7 +76,7 @@ class GradientMonitor(GradientHistory):
     stop_on : list of str, optional
         Event kinds (``"spike"``, ``"horizon"``, ``"nonfinite"``) that stop training;
         by default none does.
-    log_dir : str or path, optional
+    log_dir : str or os.PathLike, optional
         Write TensorBoard summaries here at every measurement: the global norm, each
         row's horizon and decay per step, and an image of the profiles.
 

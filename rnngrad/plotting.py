@@ -23,7 +23,7 @@ on screen; a wider one is scaled down, and its text with it. Two panels side by 
 therefore share this width, or are stacked."""
 
 FIGURE_DPI: int = 100
-"""Pixels per inch of a figure on screen: a 10-point label is 14 pixels high."""
+"""Pixels per inch of a figure on screen (a 10-point label is 14 pixels high)."""
 
 PALETTE: tuple[str, ...] = (
     "#0072B2",  # blue

@@ -98,7 +98,7 @@ def state_gradient_norms(
         ``keras.layers.RNN`` with any cell whose output is its first state,
         ``Bidirectional`` wrappers of these; stacked, nested, masked, with other layers
         before and after. It runs with ``training=False``.
-    x : array-like, list, tuple or dict of arrays, or tf.data.Dataset
+    x : array-like, list, tuple or dict of array-like, or tf.data.Dataset
         The inputs, e.g. ``(B, T, features)``; one array per input for a multi-input
         model (a dict keyed by the input layers' names); or a dataset of ``(x, y)`` or
         ``x`` batches (then ``y`` must be None).

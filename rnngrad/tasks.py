@@ -216,7 +216,7 @@ def sequential_digits(
     """The 8x8 digits read pixel by pixel: 64-step sequences of one feature, 10 classes.
 
     The 1,797 handwritten digits that scikit-learn ships
-    (:func:`sklearn.datasets.load_digits`, nothing is downloaded) are read in row-major
+    (``sklearn.datasets.load_digits``, nothing is downloaded) are read in row-major
     order, one pixel per step, as sequential MNIST reads its 28x28 images
     (Le, Jaitly & Hinton 2015). Pixel intensities (integers 0 to 16) are divided by
     16. A seeded shuffle splits all the images into a training and a test set.

@@ -24,13 +24,13 @@ __all__ = [
 ]
 
 VANISHING_RATIO = 1e-3
-"""Default: a layer vanishes if its transport falls below this within the sequence.
+"""The default threshold below which a layer's transport within the sequence vanishes.
 
 A convention, not a law: a gradient below 1e-3 of what arrives at the last state still
 exists, but is small against the minibatch noise of the same gradient (the weight
 sharing chapter measures the ratio)."""
 EXPLODING_RATIO = 1e3
-"""Default: a layer explodes if its transport grows beyond this within the sequence."""
+"""The default threshold above which a layer's transport within the sequence explodes."""
 NO_SIGNAL = "no signal"
 """The verdict of a layer whose loss gradient is zero at every step (the loss does not
 depend on it on this batch)."""

@@ -28,7 +28,7 @@ module imports them. By chapter:
 
 ``rnngrad.threshold_from_norms``, ``rnngrad.truncated_model`` and
 ``rnngrad.WarmupDecay`` lift the remedies a practitioner calls to the top level.
-Submodules load on first use, as in :mod:`rnngrad`.
+Submodules load on first use, as in ``rnngrad`` itself.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ def plain_number(value: object, *, name: str = "value") -> int | float:
 
     Parameters
     ----------
-    value : int, float, NumPy scalar or 0-d array
+    value : int, float, numpy.number or numpy.ndarray
         The number. Integers (Python or NumPy) give an ``int``, every other real number
         a ``float``; infinities and NaN are kept (a rate of ``-inf`` is a result too).
     name : str, default "value"
@@ -90,15 +90,18 @@ def glue_numbers(
 
     Parameters
     ----------
-    values : mapping of str to number, optional
+    values : mapping of str to float, optional
         Names and numbers, for names built in code (``{f"rate_{cell}": ...}``).
     prefix : str, default ""
         Put before every name, so that a chapter can keep its glue names apart from
         another's (``prefix="step_"`` glues ``rate`` as ``step_rate``).
-    **named : number
+    **named : float
         More names and numbers, as keyword arguments.
 
-    Nothing is returned, so that a call ending a notebook cell prints nothing on the
+    Returns
+    -------
+    None
+        Nothing, so that a call ending a notebook cell prints nothing on the
     page; each number is glued as :func:`plain_number` gives it.
 
     Raises
@@ -145,7 +148,10 @@ def glue_texts(values: Mapping[str, str] | None = None, /, **named: str) -> dict
     **named : str
         More names and texts, as keyword arguments.
 
-    Nothing is returned (a call ending a notebook cell prints nothing on the page).
+    Returns
+    -------
+    None
+        Nothing (a call ending a notebook cell prints nothing on the page).
 
     Raises
     ------

@@ -93,7 +93,7 @@ def hessian_extremes(
 
     Returns
     -------
-    (float, float)
+    tuple of float
         ``(lambda_max, lambda_min)``: the largest and the smallest Ritz values, which
         approach the Hessian's extreme eigenvalues from inside.
 

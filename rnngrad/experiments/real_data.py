@@ -71,7 +71,7 @@ def last_steps_accuracy(split: Split, steps: Sequence[int], *, max_iter: int = 2
     """Test accuracy of a linear classifier that sees only the last ``k`` steps.
 
     For each ``k`` in ``steps``, a multinomial logistic regression
-    (:class:`sklearn.linear_model.LogisticRegression`, default L2 penalty) is fitted
+    (``sklearn.linear_model.LogisticRegression``, default L2 penalty) is fitted
     on the last ``k`` steps of the training sequences, all their features flattened,
     and scored on the same steps of the test sequences. It measures how much of the
     label a memory of ``k`` steps gives a linear read-out: a task whose accuracy is
@@ -251,7 +251,7 @@ def compare_models(
     seeds : sequence of int
         Every run is repeated for each seed (the seed of the initial weights and of
         the shuffling).
-    runs : sequence of (model, task) pairs, optional
+    runs : sequence of tuple, optional
         Which models to train on which tasks, in this order; all pairs by default.
     probe_examples : int, default 64
         The profiles are measured on the first this many training sequences, with

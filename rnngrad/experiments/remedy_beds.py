@@ -50,7 +50,7 @@ BEDS = {
     "instability": (10, {"train": (2048, 0), "test": (512, 1), "probe": (64, 2)}),
     "vanishing": (50, {"train": (512, 3), "probe": (64, 4)}),
 }
-"""Each bed's sequence length and data sets: ``(n, seed)`` for the adding problem."""
+"""Each bed's sequence length and data sets (``(n, seed)`` for the adding problem)."""
 
 
 def bed_data(bed: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -62,7 +62,7 @@ def bed_data(bed: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
     Returns
     -------
-    dict of str to (numpy.ndarray, numpy.ndarray)
+    dict of str to tuple of numpy.ndarray
         ``"train"`` and ``"probe"`` for every bed, plus ``"val"`` (exploding) or
         ``"test"`` (instability); see :data:`BEDS`.
 

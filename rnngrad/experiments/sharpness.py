@@ -286,7 +286,7 @@ class SharpnessHistory(keras.callbacks.Callback):
     ----------
     x, y : array-like
         The batch the loss Hessian is measured on.
-    at_updates : iterable of int
+    at_updates : sequence of int
         Update counts (0 = before the first update) at which to measure.
     iterations : int, default 20
         Lanczos steps per measurement (see :func:`sharpness`).

@@ -102,7 +102,7 @@ def glue_numbers(
     -------
     None
         Nothing, so that a call ending a notebook cell prints nothing on the
-    page; each number is glued as :func:`plain_number` gives it.
+        page; each number is glued as :func:`plain_number` gives it.
 
     Raises
     ------

@@ -36,6 +36,7 @@ from rnngrad._replay import (
     replay_kind,
     take_refusal,
 )
+from rnngrad._tflog import quiet_retracing_warnings
 from rnngrad._validation import check_choice
 
 __all__ = [
@@ -331,7 +332,7 @@ def _call(compiled: _CompiledProbe, model, x, y, directions) -> dict:
         args.append(directions)
     take_refusal()  # forget any refusal of an earlier, caught run
     try:
-        with _quiet_retracing_warnings():
+        with quiet_retracing_warnings():
             return compiled.function(*args)
     except tf.errors.OpError as err:
         raise ValueError(
@@ -497,19 +498,6 @@ def _recording_calls(layers: list[keras.layers.RNN], recorded: list[Any]) -> Ite
             object.__delattr__(layer, "call")
 
 
-@contextlib.contextmanager
-def _quiet_retracing_warnings() -> Iterator[None]:
-    """Hide TensorFlow's "N calls triggered retracing" warning: one compiled probe per
-    model and shape is by design, and probing many models in a notebook is normal use."""
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 # --------------------------------------------------------------------------- self-check
 
 
@@ -563,7 +551,7 @@ def _self_check(model, compiled, names, result, x) -> str | None:
         if compiled.reference is None:
             compiled.reference = tf.function(references, autograph=False, reduce_retracing=True)
         references = compiled.reference
-    with _quiet_retracing_warnings():
+    with quiet_retracing_warnings():
         layer_outputs, model_output = references(x)
     if len(layer_outputs) != len(layers):
         return f"model {model.name!r} calls its recurrent layers differently from run to run"
@@ -727,7 +715,7 @@ def global_norm(
             per_model[key] = (_compile_gradients(model, spec, specs), spec.loss)
         function = per_model[key][0]
         args = [batch.x] if batch.y is None else [batch.x, batch.y]
-        with _quiet_retracing_warnings():
+        with quiet_retracing_warnings():
             grads = [g.numpy().astype(np.float64) * batch.size for g in function(*args)]
         total = grads if total is None else [a + b for a, b in zip(total, grads)]
         count += batch.size

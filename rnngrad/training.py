@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from rnngrad._seed import seed_everything
+from rnngrad._tflog import quiet_retracing_warnings
 from rnngrad._validation import check_array, check_choice, check_float, check_int
 from rnngrad.callbacks import StopOnNonFinite
 
@@ -519,16 +520,17 @@ def _fit(model, x, y, epochs, batch_size, validation_data, callbacks, seed, verb
         model.steps_per_execution = steps
         model.train_function = None  # Keras builds it again for the new count
     start = time.perf_counter()
-    history = model.fit(
-        x,
-        y,
-        epochs=epochs,
-        batch_size=batch_size,
-        validation_data=validation_data,
-        callbacks=[stopper, *callbacks],
-        shuffle=True,
-        verbose=verbose,
-    )
+    with quiet_retracing_warnings():  # one training function per model, by design
+        history = model.fit(
+            x,
+            y,
+            epochs=epochs,
+            batch_size=batch_size,
+            validation_data=validation_data,
+            callbacks=[stopper, *callbacks],
+            shuffle=True,
+            verbose=verbose,
+        )
     seconds = time.perf_counter() - start
     record = {key: [float(v) for v in values] for key, values in history.history.items()}
     return TrainResult(

@@ -48,7 +48,12 @@ PAPER = {"format": "A4", "margin": MARGIN}
 # Run in each page before printing: wait for MathJax and the images, make links to other
 # pages plain text (they cannot work inside one PDF), and return the page's title.
 PREPARE = """async () => {
-    if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    // MathJax loads asynchronously: on a slow machine its startup may not exist yet
+    const ready = () => window.MathJax && MathJax.startup && MathJax.startup.promise;
+    for (let i = 0; i < 600 && window.MathJax && !ready(); i++) {
+        await new Promise(done => setTimeout(done, 100));
+    }
+    if (ready()) {
         await MathJax.startup.promise;
     }
     await Promise.all([...document.images].map(i => i.complete ? null :

@@ -23,6 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from rnngrad._tflog import quiet_retracing_warnings
 from rnngrad._validation import check_array, check_int
 from rnngrad.callbacks import GradientHistory
 from rnngrad.models import build_rnn
@@ -147,7 +148,8 @@ def accuracy(model: keras.Model, x: Any, y: Any) -> float:
         raise ValueError(
             f"x and y must have the same number of examples, got {len(x)} and {len(y)}"
         )
-    scores = model.predict(x, batch_size=min(len(x), 1024), verbose=0)  # compiled once
+    with quiet_retracing_warnings():  # one prediction function per model, by design
+        scores = model.predict(x, batch_size=min(len(x), 1024), verbose=0)
     finite = np.all(np.isfinite(scores), axis=-1)
     return float(np.mean(finite & (np.argmax(scores, axis=-1) == y)))
 

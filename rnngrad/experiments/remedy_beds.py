@@ -28,6 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from rnngrad._tflog import quiet_retracing_warnings
 from rnngrad._validation import check_choice
 from rnngrad.models import build_rnn
 from rnngrad.tasks import adding_problem
@@ -168,5 +169,6 @@ def validation_mse(model: keras.Model, x: Any, y: Any) -> float:
     """
     if not finite_weights(model):
         return float("inf")
-    prediction = np.asarray(model.predict(x, verbose=0), dtype=np.float64)
+    with quiet_retracing_warnings():  # one prediction function per model, by design
+        prediction = np.asarray(model.predict(x, verbose=0), dtype=np.float64)
     return float(np.mean((prediction - np.asarray(y, dtype=np.float64)) ** 2))

@@ -13,6 +13,7 @@ from typing import Any
 
 import keras
 
+from rnngrad._tflog import quiet_retracing_warnings
 from rnngrad._validation import check_array
 from rnngrad.training import (
     Evaluation,
@@ -166,7 +167,8 @@ def evaluation(x: Any, y: Any, *, key: str = "test_loss") -> Callable[[keras.Mod
         raise TypeError(f"key must be a non-empty string, got {key!r}")
 
     def evaluate(model: keras.Model) -> dict[str, float]:
-        return {key: float(model.evaluate(x, y, verbose=0))}
+        with quiet_retracing_warnings():  # one test function per model, by design
+            return {key: float(model.evaluate(x, y, verbose=0))}
 
     return evaluate
 

@@ -210,29 +210,11 @@ WIDTHS = {"desktop": 1280, "phone": 390}
 # SVG's from its width attribute.
 MIN_PX_PER_POINT = 1.0
 
-# Measured on the book as of issue 13 (diagnose, real_data and remedies were measured
-# without their outputs, since those notebooks were being reworked; the remedies entry
-# under figures-desktop is predicted from its two-panel 9.5-inch figures).
-_CHAPTERS_WITH_CODE = {
-    f"book/{name}.html"
-    for name in (
-        "activations",
-        "api",
-        "bptt",
-        "depth_architecture",
-        "diagnose",
-        "gating",
-        "initialization_training",
-        "intro",
-        "long_sequences",
-        "real_data",
-        "remedies",
-        "weight_sharing",
-    )
-}
+# Measured on the built book at the end of issue 13. What still fails: display equations
+# wider than a phone's column on the pages with long multi-term equations, and the API
+# page (docstring examples and signatures wider than the column; the page scrolls on a
+# phone). Everything else fits.
 KNOWN_FAILURES: dict[str, set[str]] = {
-    "math-errors": {"book/bptt.html"},
-    "equations-desktop": {"book/activations.html", "book/gating.html", "book/remedies.html"},
     "equations-phone": {
         f"book/{name}.html"
         for name in (
@@ -243,27 +225,12 @@ KNOWN_FAILURES: dict[str, set[str]] = {
             "long_sequences",
             "real_data",
             "remedies",
+            "remedies_network",
             "weight_sharing",
         )
     },
-    "code-desktop": _CHAPTERS_WITH_CODE,
-    "page-width-phone": {
-        f"book/{name}.html"
-        for name in ("activations", "api", "bptt", "initialization_training", "weight_sharing")
-    },
-    "figures-desktop": {
-        f"book/{name}.html"
-        for name in (
-            "activations",
-            "bptt",
-            "depth_architecture",
-            "gating",
-            "initialization_training",
-            "long_sequences",
-            "remedies",
-            "weight_sharing",
-        )
-    },
+    "code-desktop": {"book/api.html"},
+    "page-width-phone": {"book/api.html"},
 }
 
 MEASURE = """() => {
@@ -325,7 +292,7 @@ def measured(server, browser):
 
 def _check_params(check: str) -> list:
     pages = _pages() or ["(no site built)"]
-    known = KNOWN_FAILURES[check]
+    known = KNOWN_FAILURES.get(check, set())
     return [
         pytest.param(
             page,
@@ -477,6 +444,12 @@ def test_interactive_figures_follow_their_sliders_with_no_remote_request(server,
         requests: list[str] = []
         tab.on("request", lambda request, seen=requests: seen.append(request.url))
         tab.goto(urljoin(server, page), wait_until="networkidle")
+        # plotly.js (4 MB) is parsed and the figures drawn after the network is idle
+        tab.wait_for_function(
+            "() => { const f = document.querySelectorAll('.rnngrad-interactive');"
+            " return f.length > 0 && [...f].every(e => e.classList.contains('is-live')); }",
+            timeout=60_000,
+        )
         figures = tab.locator(".rnngrad-interactive")
         assert figures.count() >= 1
         for k in range(figures.count()):

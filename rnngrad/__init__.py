@@ -5,8 +5,8 @@ The package behind the book *Vanishing and exploding gradients in RNNs, measured
 Diagnose your model (the practitioner's core, flat at ``rnngrad.*``):
 
 - :mod:`rnngrad.probes`: the exact one-pass probe of dL/dh_t for every time step of
-  every recurrent layer (:func:`state_gradient_norms`, :func:`state_gradients`,
-  :func:`~rnngrad.probes.gradient_profiles`, :func:`~rnngrad.probes.global_gradient_norm`);
+  every recurrent layer (``rnngrad.state_gradient_norms``, ``rnngrad.state_gradients``,
+  ``rnngrad.gradient_profiles``, ``rnngrad.global_gradient_norm``);
 - :mod:`rnngrad.diagnosis`: :func:`diagnose`, a gradient-health report, with its rules in
   :mod:`rnngrad.verdicts`; :mod:`rnngrad.cli`: the ``rnngrad diagnose`` command;
 - :mod:`rnngrad.monitor` and :mod:`rnngrad.callbacks`: Keras callbacks that watch
@@ -97,6 +97,8 @@ _FUNCTIONS = {
     "seed_everything": "_seed",
     "state_gradient_norms": "probes",
     "state_gradients": "probes",
+    "gradient_profiles": "probes",
+    "global_gradient_norm": "probes",
     # Remedies a practitioner calls, lifted from the book's experiments.
     "threshold_from_norms": "experiments.clipping",
     "truncated_model": "experiments.truncation",

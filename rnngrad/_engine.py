@@ -567,6 +567,23 @@ def _self_check(model, compiled, names, result, x) -> str | None:
             )
     error = _relative_error(result["y_pred"], model_output)
     if error > model_tolerance:
+        outputs = [np.asarray(o) for o in tf.nest.flatten(model_output)]
+        bad = sorted(
+            {
+                int(i)
+                for o in outputs
+                if o.ndim
+                for i in np.nonzero(~np.all(np.isfinite(o.reshape(len(o), -1)), axis=1))[0]
+            }
+        )
+        if bad:
+            shown = ", ".join(str(int(i)) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
+            return (
+                f"model {model.name!r}: Keras's own output model(x) is not finite for example(s) "
+                f"{shown} of the batch (an example masked at every step gives NaN through a "
+                "masked mean, for instance); the probe refuses a batch on which the model itself "
+                "computes no loss: leave such examples out"
+            )
         return (
             f"model {model.name!r}: the probe's forward pass does not reproduce model(x) "
             f"(relative difference {error:.2g} > {model_tolerance:g}) although each recurrent "

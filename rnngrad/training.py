@@ -142,7 +142,7 @@ def train(
     clipnorm: float | None = None,
     clipvalue: float | None = None,
     global_clipnorm: float | None = None,
-    loss: str | Callable = "mse",
+    loss: str | Callable | None = None,
     validation_data: tuple[Any, Any] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     seed: int = 0,
@@ -164,8 +164,9 @@ def train(
         options), or a ready optimizer (then those options must be left unset).
     learning_rate, clipnorm, clipvalue, global_clipnorm
         See :func:`make_optimizer`.
-    loss : str or callable, default "mse"
-        Any Keras loss.
+    loss : str or callable, optional
+        Any Keras loss. By default the loss ``model`` was compiled with, and MSE for a
+        model that was not compiled.
     validation_data : tuple, optional
         ``(x_val, y_val)`` evaluated after every epoch (``val_loss`` in the history).
     callbacks : sequence of keras.callbacks.Callback
@@ -181,6 +182,8 @@ def train(
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
+    if loss is None:  # the model's own loss, as the probe uses it
+        loss = getattr(model, "loss", None) or "mse"
     _compile(model, optimizer, learning_rate, clipnorm, clipvalue, global_clipnorm, loss)
     return _fit(model, x, y, epochs, batch_size, validation_data, callbacks, seed, verbose)
 
@@ -479,6 +482,12 @@ def check_fit_arguments(
     """Validate the data and loop sizes of a training run (shared by every training loop)."""
     epochs = check_int("epochs", epochs, minimum=1)
     batch_size = check_int("batch_size", batch_size, minimum=1)
+    for name, value in (("x", x), ("y", y)):
+        if type(value).__module__.startswith("tensorflow") and hasattr(value, "element_spec"):
+            raise TypeError(
+                f"{name} must be arrays: the training helpers do not take a tf.data.Dataset "
+                "(pass the arrays, or call model.fit with the dataset)"
+            )
     x = check_array("x", x)
     y = check_array("y", y)
     if len(x) != len(y):

@@ -262,3 +262,32 @@ def test_no_stray_warning_from_an_overflowing_diagnosis():
         warnings.simplefilter("error")
         report = rnngrad.diagnose(model, RNG.normal(size=(4, 120, 3)), np.zeros((4, 1)))
     assert report.verdict == "exploding"
+
+
+def test_an_example_masked_at_every_step_is_named_not_blamed_on_the_replay():
+    # Keras's masked mean of nothing is 0/0: the model's own output is NaN there.
+    steps, features = 10, 3
+    x = np.random.default_rng(0).normal(size=(6, steps, features)).astype("float32")
+    x[2] = 0.0
+    inputs = keras.Input((steps, features))
+    hidden = keras.layers.GRU(6, return_sequences=True)(keras.layers.Masking()(inputs))
+    pooled = keras.layers.GlobalAveragePooling1D()(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(1)(pooled))
+    with pytest.raises(ValueError, match=r"not finite for example\(s\) 2 of the batch"):
+        rnngrad.state_gradient_norms(model, x, np.zeros((6, 1)))
+
+
+def test_train_keeps_the_compiled_loss_and_refuses_datasets_clearly():
+    model = keras.Sequential(
+        [keras.Input((20, 2)), keras.layers.GRU(4), keras.layers.Dense(3, activation="softmax")]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).random((32, 20, 2)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 3, 32)
+    result = rnngrad.training.train(model, x, y, epochs=1)
+    assert model.loss == "sparse_categorical_crossentropy" and np.isfinite(result.final())
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    with pytest.raises(TypeError, match=r"do not take a tf\.data\.Dataset"):
+        rnngrad.training.train(model, dataset, None, epochs=1)
+    assert rnngrad.global_gradient_norm is rnngrad.probes.global_gradient_norm
+    assert rnngrad.gradient_profiles is rnngrad.probes.gradient_profiles

@@ -5,7 +5,8 @@ For each model, on one batch (B=32, H=64, the adding problem):
 
 - probe: ``state_gradient_norms`` warm (its compiled forms traced and checked; with the
   default ``jit_compile="auto"`` a probe repeated on the same weights settles under
-  XLA, after ``XLA_AFTER_SECONDS`` on TensorFlow's kernels: the warm-up runs until then);
+  XLA after ``XLA_AFTER_STABLE_RUNS`` runs on TensorFlow's kernels: the warm-up runs
+  until then);
 - train step: ``model.train_on_batch`` warm, Keras's default compile for this machine
   (SGD, MSE);
 - diagnose: ``rnngrad.diagnose`` warm: the probe with each layer's transport lane, the
@@ -42,7 +43,7 @@ from tests.oracles import chain, mse, unrolled_state_gradients  # noqa: E402
 
 BATCH, UNITS = 32, 64
 WARMUP = 4
-MAX_WARMUP = 400  # calls; a probe settles (XLA or not) after XLA_AFTER_SECONDS of runs
+MAX_WARMUP = 40  # calls; a probe settles (XLA or not) after XLA_AFTER_STABLE_RUNS runs
 
 
 def settled(model: keras.Model) -> bool:

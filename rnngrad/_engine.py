@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,12 +54,12 @@ STATES = ("h", "c", "all")
 # The self-check runs Keras's layers eagerly up to this many layer-steps, else as a graph.
 EAGER_CHECK_STEPS = 200
 
-# jit_compile="auto" switches to XLA once the same compiled probe has spent this many
-# seconds on TensorFlow's own kernels (XLA's compile costs about that much: the total
-# overhead stays within about twice the best choice made in hindsight), and only while the
-# weights stay the same from run to run: new weights send an XLA form back to its
-# self-check, which costs more than a run.
-XLA_AFTER_SECONDS = 2.0
+# jit_compile="auto" switches to XLA once the same compiled probe has run this many times
+# in a row on the same weights (a benchmark, a batched dataset): XLA's compile costs
+# seconds, so a probe run a few times keeps TensorFlow's kernels, and a training monitor,
+# whose weights change between runs, never pays it or the self-check new weights need.
+# A count, not a time, so that the same notebook run twice computes the same numbers.
+XLA_AFTER_STABLE_RUNS = 8
 
 # The forward self-check: the replay must reproduce the model within this relative error.
 SELF_CHECK_TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
@@ -256,15 +255,15 @@ class _ProbeEntry:
     xla: _CompiledProbe | None = None  # faster on a CPU once compiled
     runs: int = 0
     xla_failed: bool = False  # XLA's forward pass did not reproduce the model
-    graph_seconds: float = 0.0  # time spent running the graph form
+    stable_runs: int = 0  # runs in a row on the same weights, this one included
     last_weights: tuple[float, float] | None = None  # at the previous "auto" decision
 
 
 def _run_batch(model, layers, wrappers, names, spec, state, batch, jit_compile, transport, gates):
     """Run the probe on one batch, choosing and checking its compiled form.
 
-    ``jit_compile="auto"`` runs TensorFlow's own kernels until the probe has spent
-    ``XLA_AFTER_SECONDS`` on them, then XLA while the weights stay the same: a probe run
+    ``jit_compile="auto"`` runs TensorFlow's own kernels until the probe has run
+    ``XLA_AFTER_STABLE_RUNS`` times in a row on the same weights, then XLA: a probe run
     a few times (a diagnosis, a sweep over models) skips XLA's compile time, which for
     stacked or bidirectional layers is seconds; a probe run again and again on the same
     weights (a benchmark, a batched dataset) gets XLA's speed; a training monitor, whose
@@ -279,10 +278,14 @@ def _run_batch(model, layers, wrappers, names, spec, state, batch, jit_compile, 
     entry = _CACHE.setdefault(model, {}).setdefault(key, _ProbeEntry())
     entry.runs += 1
     want_xla = jit_compile is True
-    if jit_compile == "auto" and entry.graph_seconds >= XLA_AFTER_SECONDS:
-        weights = _weights_fingerprint(model)
-        want_xla = weights == entry.last_weights
+    if jit_compile == "auto":
+        # the first run of a probe takes no fingerprint (most probes run once); its
+        # weights count as new
+        weights = _weights_fingerprint(model) if entry.runs > 1 else None
+        same = weights is not None and weights == entry.last_weights
+        entry.stable_runs = entry.stable_runs + 1 if same else 1
         entry.last_weights = weights
+        want_xla = entry.stable_runs >= XLA_AFTER_STABLE_RUNS
     if want_xla and not entry.xla_failed:
         if entry.xla is None:
             entry.xla = _compile(
@@ -301,10 +304,7 @@ def _run_batch(model, layers, wrappers, names, spec, state, batch, jit_compile, 
         entry.xla_failed, entry.xla = True, None  # TensorFlow's own kernels from now on
     if entry.graph is None:
         entry.graph = _compile(model, layers, wrappers, spec, state, specs, False, transport, gates)
-    started = time.perf_counter()
     result = _call(entry.graph, model, x_in, y_in, directions)
-    if entry.graph.checked:  # the first run's tracing is not the kernels' cost
-        entry.graph_seconds += time.perf_counter() - started
     if not entry.graph.checked:
         mismatch = _self_check(model, entry.graph, names, result, x_in)
         if mismatch is not None:

@@ -119,9 +119,9 @@ def state_gradient_norms(
         row has one, ``c_t``, concatenated.
     jit_compile : bool or "auto", default "auto"
         True: XLA from the first run; ``"auto"``: XLA once the same probe (model,
-        options and input shapes) has run for ``XLA_AFTER_SECONDS`` (2 s) on
-        TensorFlow's own kernels, and only while the weights stay the same, so one-off
-        probes and training monitors skip its compile time and its re-checks; False:
+        options and input shapes) has run ``XLA_AFTER_STABLE_RUNS`` (8) times in a row on
+        the same weights, so one-off probes and training monitors skip its compile time
+        and its re-checks (a count, so a notebook run twice gets the same numbers); False:
         never. Either way a probe whose XLA form does not reproduce the
         model runs on TensorFlow's own kernels instead.
     batch_size : int, optional

@@ -98,12 +98,13 @@ def test_the_self_check_refuses_a_replay_that_does_not_reproduce_the_layer(monke
 
 def test_xla_drift_on_a_chaotic_network_falls_back_to_exact_kernels(monkeypatch):
     # tanh with gain 1.5 is chaotic: XLA's rounding differences grow along the sequence.
-    monkeypatch.setattr(_engine, "XLA_AFTER_SECONDS", 0.0)
+    monkeypatch.setattr(_engine, "XLA_AFTER_STABLE_RUNS", 2)
     model = rnngrad.build_rnn("simple", 32, input_dim=2, recurrent_gain=1.5, seed=0)
     x, y = rnngrad.tasks.adding_problem(8, 120, seed=0)
     first = _engine.run_probe(model, x, y)  # TensorFlow's own kernels
     assert first.jit_compile is False
-    run = _engine.run_probe(model, x, y)  # same weights: tries XLA, which drifts
+    assert _engine.run_probe(model, x, y).jit_compile is False  # first fingerprint
+    run = _engine.run_probe(model, x, y)  # same weights again: tries XLA, which drifts
     assert run.jit_compile is False
     (entry,) = _engine._CACHE[model].values()
     assert entry.xla_failed
@@ -247,10 +248,11 @@ def test_new_weights_send_the_xla_form_back_to_its_self_check(monkeypatch):
     # A probe that went to XLA on a calm network, then given chaotic weights, must not
     # keep using XLA unchecked: with "auto" new weights run on TensorFlow's kernels, and
     # once they are stable XLA's form is checked again and falls back.
-    monkeypatch.setattr(_engine, "XLA_AFTER_SECONDS", 0.0)
+    monkeypatch.setattr(_engine, "XLA_AFTER_STABLE_RUNS", 2)
     model = rnngrad.build_rnn("simple", 32, input_dim=2, recurrent_gain=0.9, seed=0)
     x, y = rnngrad.tasks.adding_problem(8, 120, seed=0)
-    _engine.run_probe(model, x, y)
+    for _ in range(2):
+        _engine.run_probe(model, x, y)
     assert _engine.run_probe(model, x, y).jit_compile is True
     (entry,) = _engine._CACHE[model].values()
     assert entry.xla is not None and not entry.xla_failed
@@ -268,7 +270,7 @@ def test_new_weights_send_the_xla_form_back_to_its_self_check(monkeypatch):
 def test_auto_keeps_the_exact_kernels_while_the_weights_change(monkeypatch):
     # A training monitor changes the weights between runs: XLA's form would need its
     # self-check at every run, so "auto" stays on TensorFlow's kernels.
-    monkeypatch.setattr(_engine, "XLA_AFTER_SECONDS", 0.0)
+    monkeypatch.setattr(_engine, "XLA_AFTER_STABLE_RUNS", 2)
     model = rnngrad.build_rnn("simple", 8, input_dim=2, seed=0)
     x, y = rnngrad.tasks.adding_problem(4, 20, seed=0)
     for step in range(4):

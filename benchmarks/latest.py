@@ -28,7 +28,8 @@ def main() -> int:
     python = VENV / "bin" / "python"
     run(sys.executable, "-m", "venv", "--clear", str(VENV), check=True)
     run(str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip", check=True)
-    run(str(python), "-m", "pip", "install", "--quiet", "-e", ".[test]", check=True)
+    # the unit tests import the book tools too (glue helpers, the TOC reader)
+    run(str(python), "-m", "pip", "install", "--quiet", "-e", ".[book,test]", check=True)
     frozen = run(str(python), "-m", "pip", "freeze", capture_output=True, check=True).stdout
     versions = dict(line.split("==", 1) for line in frozen.splitlines() if "==" in line)
     lowered = {name.lower(): version for name, version in versions.items()}

@@ -83,19 +83,21 @@ def prepare_batches(
     xs = check_inputs(model, x)
     spec = spec_for(y is not None)
     ys = None if y is None else check_targets(model, xs, y, spec)
+    return spec, _slices(xs, ys, batch_size)
+
+
+def _slices(xs: Any, ys: np.ndarray | None, batch_size: int | None) -> Iterator[Batch]:
+    """Checked inputs and targets in batches of at most ``batch_size`` (all at once
+    without one)."""
     size = _batch_size(xs)
     step = batch_size or size
-
-    def batches() -> Iterator[Batch]:
-        for start in range(0, size, step):
-            part = slice(start, min(start + step, size))
-            yield Batch(
-                tf.nest.map_structure(lambda a, p=part: a[p], xs),
-                None if ys is None else ys[part],
-                part.stop - part.start,
-            )
-
-    return spec, batches()
+    for start in range(0, size, step):
+        part = slice(start, min(start + step, size))
+        yield Batch(
+            tf.nest.map_structure(lambda a, p=part: a[p], xs),
+            None if ys is None else ys[part],
+            part.stop - part.start,
+        )
 
 
 def _dataset_batches(model, dataset, spec_for, batch_size):
@@ -127,15 +129,7 @@ def _dataset_batches(model, dataset, spec_for, batch_size):
             xb, yb = split(element)
             xb = check_inputs(model, tf.nest.map_structure(_numpy, xb))
             yb = None if yb is None else check_targets(model, xb, _numpy(yb), spec)
-            size = _batch_size(xb)
-            step = batch_size or size
-            for start in range(0, size, step):
-                part = slice(start, min(start + step, size))
-                yield Batch(
-                    tf.nest.map_structure(lambda a, p=part: a[p], xb),
-                    None if yb is None else yb[part],
-                    part.stop - part.start,
-                )
+            yield from _slices(xb, yb, batch_size)
 
     return spec, batches()
 

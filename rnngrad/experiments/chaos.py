@@ -30,8 +30,8 @@ import keras
 import numpy as np
 
 from rnngrad._validation import check_array, check_float, check_int
-from rnngrad.experiments.meanfield import simple_rnn_preactivations
-from rnngrad.models import recurrent_layers, recurrent_matrix
+from rnngrad.experiments.meanfield import first_simple_rnn, simple_rnn_preactivations
+from rnngrad.models import recurrent_matrix
 from rnngrad.theory import activation_derivative
 
 __all__ = [
@@ -159,12 +159,7 @@ def lyapunov_scan(
     >>> np.round(lyapunov_scan(model, q, [0.5, 2.0], np.ones((1, 6, 1)))[:, 0], 6).tolist()
     [-0.693147, 0.693147]
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
-    layers = recurrent_layers(model)
-    if not layers or not isinstance(layers[0], keras.layers.SimpleRNN):
-        raise ValueError("model's first recurrent layer must be a keras.layers.SimpleRNN")
-    layer = layers[0]
+    layer = first_simple_rnn(model)
     units = layer.cell.units
     base = check_array("base", base, ndim=2).astype(np.float64)
     if base.shape != (units, units):

@@ -22,14 +22,27 @@ import keras
 import numpy as np
 
 from rnngrad._validation import check_array, check_choice, check_float, check_int
+from rnngrad.models import recurrent_layers
 from rnngrad.theory import ACTIVATION_DERIVATIVE_BOUNDS, ACTIVATIONS, activation_derivative
 
 __all__ = [
+    "first_simple_rnn",
     "jensen_lower_bound_rate",
     "mean_field_rate",
     "simple_rnn_preactivations",
     "susceptibility",
 ]
+
+
+def first_simple_rnn(model: keras.Model) -> keras.layers.SimpleRNN:
+    """The model's first recurrent layer, which the gain and Lyapunov scans vary; a
+    TypeError/ValueError unless it is a ``keras.layers.SimpleRNN``."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
+    layers = recurrent_layers(model)
+    if not layers or not isinstance(layers[0], keras.layers.SimpleRNN):
+        raise ValueError("model's first recurrent layer must be a keras.layers.SimpleRNN")
+    return layers[0]
 
 
 def simple_rnn_preactivations(layer: keras.layers.Layer, x: Any) -> np.ndarray:

@@ -19,8 +19,11 @@ import keras
 import numpy as np
 
 from rnngrad._validation import check_array, check_float, check_int
-from rnngrad.experiments.meanfield import simple_rnn_preactivations, susceptibility
-from rnngrad.models import recurrent_layers
+from rnngrad.experiments.meanfield import (
+    first_simple_rnn,
+    simple_rnn_preactivations,
+    susceptibility,
+)
 from rnngrad.probes import LossArg, state_gradient_norms
 from rnngrad.profiles import decay_rate, gradient_ratio
 from rnngrad.theory import max_singular_value, spectral_radius
@@ -107,12 +110,7 @@ def gain_scan(
     >>> np.round(scan.susceptibility, 6).tolist()  # linear: chi = g^2
     [0.25, 4.0]
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
-    layers = recurrent_layers(model)
-    if not layers or not isinstance(layers[0], keras.layers.SimpleRNN):
-        raise ValueError("model's first recurrent layer must be a keras.layers.SimpleRNN")
-    layer = layers[0]
+    layer = first_simple_rnn(model)
     if layer.input is not model.inputs[0]:
         raise ValueError(f"layer {layer.name!r} must read the model's input directly")
     units = layer.cell.units

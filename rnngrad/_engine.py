@@ -368,8 +368,11 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
         y = args[1] if has_targets else None
         directions = args[-1] if transport else None
         model = model_ref()
-        with tf.GradientTape() as tape:
-            recorder = Recorder(tape=tape, state=state, transport=transport, gates=gates)
+        # persistent: the transport takes one more gradient per layer from the same tape
+        with tf.GradientTape(persistent=transport) as tape:
+            recorder = Recorder(
+                tape=tape, state=state, transport=transport, gates=gates, weight_gradients=transport
+            )
             with patched_layers(layers, recorder, wrappers):
                 y_pred = model(x, training=False)
             if isinstance(y_pred, (list, tuple, dict)):
@@ -377,17 +380,14 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
             per_example = spec.per_example(y, y_pred)  # (B,)
             total = tf.reduce_sum(per_example)  # example i's states only affect L_i
             perturbations = [c.perturbations for c in recorder.calls]
-            weights = []
-            if transport:  # each layer's transport lane, in the same pass
-                for call in recorder.calls:
-                    total += tf.cast(_transport_term(call, directions), total.dtype)
-                perturbations += [[c.lane] for c in recorder.calls]
+            weights, targets = [], []
+            if transport:
+                targets = [_transport_term(call, directions) for call in recorder.calls]
                 # The weights' gradient of sum_i L_i, in the same backward pass, is the
-                # optimizer's gradient (times B) when the lanes hold the weights fixed,
-                # Keras's loss is the mean of the L_i, and nothing else adds a loss.
+                # optimizer's gradient (times B) when Keras's loss is the mean of the L_i
+                # and nothing else adds a loss (for diagnose's global norm).
                 exact = (
-                    all(c.weights_held for c in recorder.calls)
-                    and spec.mean_of_examples
+                    spec.mean_of_examples
                     and getattr(y_pred, "_keras_mask", None) is None
                     and not model.losses
                 )
@@ -395,9 +395,8 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
         if not recorder.calls:
             refuse(f"model {model.name!r} never called its recurrent layers")
         compiled.calls[:] = [(c.layer, c.kind, c.backwards) for c in recorder.calls]
-        grads = tape.gradient(  # the one backward pass, for every layer at once
-            total, [*perturbations, weights], unconnected_gradients=tf.UnconnectedGradients.ZERO
-        )
+        zero = tf.UnconnectedGradients.ZERO
+        grads = tape.gradient(total, [*perturbations, weights], unconnected_gradients=zero)
         weight_grads = grads.pop()
         out: dict[str, Any] = {"y_pred": y_pred, "gradients": [], "norms": [], "masks": []}
         out["gate_sums"], out["gate_counts"], out["captures"] = [], [], []
@@ -406,12 +405,12 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
         out["weight_gradients"] = [
             tf.cast(tf.convert_to_tensor(g), tf.float64) for g in weight_grads
         ]
-        main = len(recorder.calls)
-        for call, group in zip(recorder.calls if transport else [], grads[main:]):
-            g = tf.concat(group, axis=-1)  # (T, B, units), processing order
+        for call, target in zip(recorder.calls, targets):
+            # u . h_T back to this call's own eps_t only: its transport (see _replay)
+            g = tape.gradient(target, call.eps_h, unconnected_gradients=zero)  # (T, B, units)
             norms = tf.transpose(tf.norm(tf.cast(g, tf.float64), axis=-1))  # (B, T)
             out["transport"].append(tf.reverse(norms, [1]) if call.backwards else norms)
-        for call, group in zip(recorder.calls, grads[:main]):
+        for call, group in zip(recorder.calls, grads):
             g = tf.transpose(tf.concat(group, axis=-1), [1, 0, 2])  # (B, T, width)
             if call.backwards:
                 g = tf.reverse(g, [1])  # processing order -> input time
@@ -445,7 +444,7 @@ def transport_directions(examples: int, layers: list[keras.layers.RNN]) -> np.nd
 def _transport_term(call: LayerCall, directions: tf.Tensor) -> tf.Tensor:
     """sum over the batch of u_i . h_T, u_i the example's fixed random unit vector
     (:func:`transport_directions`)."""
-    h = call.lane_final  # (B, units): the transport lane's last state
+    h = call.final_state  # (B, units): the layer's last state
     dtype = tf.float64 if h.dtype == tf.float64 else tf.float32
     u = tf.cast(directions[:, : h.shape[-1]], dtype)
     u = u / tf.norm(u, axis=-1, keepdims=True)

@@ -24,6 +24,7 @@ loss does not reach it) is reported as "no signal", never as growth.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -38,7 +39,7 @@ from rnngrad._validation import check_float
 from rnngrad.models import GATES, recurrent_matrix
 from rnngrad.probes import LossArg
 from rnngrad.profiles import decay_rate
-from rnngrad.theory import max_singular_value, spectral_radius
+from rnngrad.theory import spectral_radius
 from rnngrad.verdicts import (
     EXPLODING_RATIO,
     NO_SIGNAL,
@@ -330,10 +331,7 @@ def _layer_report(
     if row.family is not None:
         for gate in GATES[row.family]:
             matrix = recurrent_matrix(row.layer, None if row.family == "simple" else gate)
-            singular = np.linalg.svd(matrix.astype(np.float64), compute_uv=False)
-            rho[gate] = spectral_radius(matrix)
-            sigma[gate] = max_singular_value(matrix)
-            sigma_min[gate] = float(singular.min())
+            rho[gate], sigma[gate], sigma_min[gate] = _spectrum(matrix)
     finite = transport[np.isfinite(transport)]
     projected = None
     if verdict == "healthy" and math.isfinite(rate) and rate < 0:
@@ -361,6 +359,24 @@ def _layer_report(
         keep_bias=_keep_bias(row),
         projected_horizon=projected,
     )
+
+
+_SPECTRA: dict[tuple, tuple[float, float, float]] = {}
+
+
+def _spectrum(matrix: np.ndarray) -> tuple[float, float, float]:
+    """(spectral radius, largest and smallest singular value) of a recurrent matrix,
+    remembered by its exact contents: a model diagnosed again on the same weights (on
+    other data, or with other thresholds) skips the eigenvalue and singular-value
+    computations, which for a small model cost as much as the probe itself."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float64)
+    key = (matrix.shape, hashlib.sha1(matrix.tobytes()).hexdigest())
+    if key not in _SPECTRA:
+        if len(_SPECTRA) > 256:
+            _SPECTRA.clear()
+        singular = np.linalg.svd(matrix, compute_uv=False)
+        _SPECTRA[key] = (spectral_radius(matrix), float(singular.max()), float(singular.min()))
+    return _SPECTRA[key]
 
 
 def _keep_bias(row: Row) -> float | None:

@@ -418,13 +418,9 @@ class _TimeLoop:
 
     def _transition(self, step, read, carry, prev_out):
         """One step: (inputs, eps, mask; states, previous output) -> (states, previous
-        output, output, gates, the step's own new states), exactly as the layer computes
-        it."""
+        output, output, gates), exactly as the layer computes it."""
         eps_c = read.get("eps_c")
         new, gates = step(read["in"], carry, eps_c)
-        # each new state as it leaves the step: its gradient is the cotangent the step's
-        # weights see (an LSTM's c also forms h inside the step, a path this excludes)
-        new = stepped = [tf.identity(n) for n in new]
         m = tf.expand_dims(read["mask"], -1) if "mask" in read else None  # (B, 1)
         if m is not None:  # a masked step carries every state
             new = [tf.where(m, n, c) for n, c in zip(new, carry)]
@@ -434,7 +430,7 @@ class _TimeLoop:
             previous = tf.zeros_like(h) if self.zero_output else prev_out
             out = tf.where(m, h, previous)
             prev_out = out
-        return (h, *new[1:]), prev_out, out, gates, stepped
+        return (h, *new[1:]), prev_out, out, gates, m
 
     def run(self, states):
         """(final states, outputs (B, T, units) or None, last output, gate sums, count)."""
@@ -508,8 +504,7 @@ class _TimeLoop:
             updated["saved"] = tuple(s.write(t, c) for s, c in zip(v["saved"], v["carry"]))
             if masked:
                 updated["saved_prev"] = v["saved_prev"].write(t, v["prev_out"])
-            m = tf.expand_dims(read["mask"], -1) if masked else None
-            carry, prev_out, out, gates, _ = self._transition(
+            carry, prev_out, out, gates, m = self._transition(
                 step, read, v["carry"], v.get("prev_out")
             )
             updated["carry"] = carry
@@ -572,8 +567,8 @@ class _TimeLoop:
         loop_vars["d_eps_h"] = _writer(init[0], steps)
         if "eps_c" in readers:
             loop_vars["d_eps_c"] = _writer(init[-1], steps)
-        if self.weights:  # the cotangent of the states after every step, for the weights
-            loop_vars["d_after"] = tuple(_writer(s, steps) for s in init)
+        want = [*weights, *variables] if self.weights else []
+        loop_vars["d_weights"] = tuple(tf.zeros(w.shape, w.dtype) for w in want)
 
         def body(v):
             t = steps - 1 - v["i"]
@@ -586,10 +581,13 @@ class _TimeLoop:
                 sources.append(read["eps_c"])
             if masked:
                 sources.append(prev_before)
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(sources)
-                carry, prev_out, out, _, stepped = self._transition(
-                    step, read, carry_before, prev_before
+            # the weights as tensors of this loop body, so the tape sees them used
+            held = [tf.identity(w) for w in weights]
+            local = step.with_weights(held) if weights else step
+            with tf.GradientTape(watch_accessed_variables=bool(variables and self.weights)) as tape:
+                tape.watch(sources + held)
+                carry, prev_out, out, _, _ = self._transition(
+                    local, read, carry_before, prev_before
                 )
             targets, outgoing = list(carry), list(v["d_carry"])
             if masked:
@@ -600,7 +598,7 @@ class _TimeLoop:
                 outgoing.append(d_outputs.read(t))
             grads = tape.gradient(
                 targets,
-                [*sources, *stepped] if self.weights else sources,
+                [*sources, *held, *variables] if self.weights else sources,
                 output_gradients=outgoing,
                 unconnected_gradients=tf.UnconnectedGradients.ZERO,
             )
@@ -610,11 +608,6 @@ class _TimeLoop:
             d_in = grads[k : k + len(read["in"])]
             k += len(read["in"])
             updated = dict(v, i=v["i"] + 1, d_carry=tuple(d_states))
-            if self.weights:  # the cotangent of the step's own new states
-                stepped_grads = grads[len(sources) :]
-                updated["d_after"] = tuple(
-                    w.write(t, d) for w, d in zip(v["d_after"], stepped_grads)
-                )
             updated["d_in"] = tuple(w.write(t, g) for w, g in zip(v["d_in"], d_in))
             updated["d_eps_h"] = v["d_eps_h"].write(t, grads[k])
             k += 1
@@ -624,6 +617,7 @@ class _TimeLoop:
             if masked:
                 updated["d_prev"] = grads[k]
                 k += 1
+            updated["d_weights"] = tuple(a + g for a, g in zip(v["d_weights"], grads[k:]))
             return (updated,)
 
         (final,) = tf.while_loop(
@@ -638,44 +632,12 @@ class _TimeLoop:
         d_args.append(final["d_eps_h"].stack())
         if "eps_c" in readers:
             d_args.append(final["d_eps_c"].stack())
-        d_weights = d_vars = []
-        if self.weights:
-            after = [w.stack() for w in final["d_after"]]
-            d_weights, d_vars = self._weight_gradients(
-                step, readers, saved, weights, variables, after
-            )
-        d_args += d_weights
+        d_weights = list(final["d_weights"])
+        d_args += d_weights[: len(weights)]
         if variables:
-            return d_args, d_vars if self.weights else [None] * len(variables)
+            d_vars = d_weights[len(weights) :] if self.weights else [None] * len(variables)
+            return d_args, d_vars
         return d_args
-
-    def _weight_gradients(self, step, readers, saved, weights, variables, after):
-        """The gradients of the step's weights: the sum over steps of each step's
-        vector-Jacobian product, taken for all steps at once on the (T * B) rows of the
-        states and inputs the forward pass saw, with the cotangents of each step's own new
-        states (zero where a mask discarded them)."""
-
-        def rows(values: tf.Tensor) -> tf.Tensor:  # (T, B, ...) -> (T * B, ...)
-            return tf.reshape(values, tf.concat([[-1], tf.shape(values)[2:]], 0))
-
-        inputs = [rows(r.stack()) for r in readers["in"]]
-        before = [rows(s.stack()) for s in saved["states"]]
-        eps_c = rows(readers["eps_c"][0].stack()) if "eps_c" in readers else None
-        outgoing = [rows(d) for d in after]
-        held = [tf.identity(w) for w in weights]
-        local = step.with_weights(held) if weights else step
-        with tf.GradientTape(watch_accessed_variables=bool(variables)) as tape:
-            tape.watch(held)
-            with tf.name_scope("weight_gradients"):  # a cell's own scope is not a root
-                new, _ = local(inputs, before, eps_c)
-        grads = tape.gradient(
-            list(new),
-            [*held, *variables],
-            output_gradients=outgoing,
-            unconnected_gradients=tf.UnconnectedGradients.ZERO,
-        )
-        grads = [tf.convert_to_tensor(g) for g in grads]
-        return grads[: len(weights)], grads[len(weights) :]
 
 
 def _reader(values: tf.Tensor, steps: Any) -> tf.TensorArray:

@@ -153,7 +153,8 @@ def state_gradient_norms(
     >>> norms = state_gradient_norms(model, x, y)
     >>> norms.shape
     (1, 20)
-    >>> bool(norms[0, 0] < norms[0, -1])  # gain 0.5: the gradient vanishes going back
+    >>> # gain 0.5: the gradient vanishes going back
+    >>> bool(norms[0, 0] < norms[0, -1])
     True
     """
     run = run_probe(

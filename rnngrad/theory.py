@@ -90,7 +90,8 @@ def activation_derivative(activation: str, a: np.ndarray) -> np.ndarray:
     --------
     >>> activation_derivative("tanh", [0.0, 1.0]).round(4).tolist()
     [1.0, 0.42]
-    >>> bool(activation_derivative("tanh", [30.0])[0] > 0)  # 1 - tanh(30)**2 is exactly 0
+    >>> # 1 - tanh(30)**2 is exactly 0
+    >>> bool(activation_derivative("tanh", [30.0])[0] > 0)
     True
     """
     check_choice("activation", activation, ACTIVATION_DERIVATIVE_BOUNDS)

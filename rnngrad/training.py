@@ -274,7 +274,10 @@ class Trainer:
     >>> x, y = rnngrad.tasks.adding_problem(64, 10, seed=0)
     >>> trainer = Trainer(epochs=1, learning_rate=0.01)
     >>> runs = [
-    ...     trainer.run(rnngrad.build_rnn("simple", 4, input_dim=2, seed=s), x, y, seed=s)
+    ...     trainer.run(
+    ...         rnngrad.build_rnn("simple", 4, input_dim=2, seed=s),
+    ...         x, y, seed=s,
+    ...     )
     ...     for s in (0, 1)
     ... ]
     >>> len(runs), runs[0].seed, runs[1].seed
@@ -384,9 +387,13 @@ def architecture_key(model: keras.Model) -> str:
     --------
     >>> import rnngrad
     >>> a = rnngrad.build_rnn("simple", 4, input_dim=1, seed=0)
-    >>> b = rnngrad.build_rnn("simple", 4, input_dim=1, seed=1, recurrent_initializer="identity")
+    >>> b = rnngrad.build_rnn(
+    ...     "simple", 4, input_dim=1, seed=1,
+    ...     recurrent_initializer="identity",
+    ... )
     >>> c = rnngrad.build_rnn("simple", 4, input_dim=1, activation="relu")
-    >>> architecture_key(a) == architecture_key(b), architecture_key(a) == architecture_key(c)
+    >>> key_a, key_b, key_c = (architecture_key(m) for m in (a, b, c))
+    >>> key_a == key_b, key_a == key_c
     (True, False)
     """
     if not isinstance(model, keras.Model):

@@ -156,7 +156,8 @@ def lyapunov_scan(
     >>> import rnngrad
     >>> model = rnngrad.build_rnn("simple", 4, input_dim=1, activation="linear")
     >>> q = np.linalg.qr(np.random.default_rng(0).normal(size=(4, 4)))[0]
-    >>> np.round(lyapunov_scan(model, q, [0.5, 2.0], np.ones((1, 6, 1)))[:, 0], 6).tolist()
+    >>> exponents = lyapunov_scan(model, q, [0.5, 2.0], np.ones((1, 6, 1)))
+    >>> np.round(exponents[:, 0], 6).tolist()
     [-0.693147, 0.693147]
     """
     layer = first_simple_rnn(model)

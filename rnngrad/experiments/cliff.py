@@ -199,7 +199,9 @@ def gradient_descent(
 
     Examples
     --------
-    >>> path = gradient_descent((4.0, -2.5), learning_rate=1.0, n_updates=3, clip_norm=0.5)
+    >>> path = gradient_descent(
+    ...     (4.0, -2.5), learning_rate=1.0, n_updates=3, clip_norm=0.5
+    ... )
     >>> path.params.shape, bool(path.step_lengths.max() <= 0.5 + 1e-12)
     ((4, 2), True)
     """

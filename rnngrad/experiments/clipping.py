@@ -175,7 +175,8 @@ def clipped_gradients(gradients: Sequence[Any], mode: str, threshold: float) -> 
 
     Examples
     --------
-    >>> [g.tolist() for g in clipped_gradients([np.array([3.0, 4.0])], "clipvalue", 1.0)]
+    >>> grads = [np.array([3.0, 4.0])]
+    >>> [g.tolist() for g in clipped_gradients(grads, "clipvalue", 1.0)]
     [[1.0, 1.0]]
     """
     check_choice("mode", mode, CLIP_MODES)

@@ -57,7 +57,8 @@ def hessian_vector_product(
     >>> import keras
     >>> model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     >>> x, y = np.array([[1.0], [3.0]]), np.zeros((2, 1))
-    >>> hessian_vector_product(model, x, y, [1.0, 0.0]).round(6).tolist()  # 2 mean [x^2, x]
+    >>> # 2 mean [x^2, x]
+    >>> hessian_vector_product(model, x, y, [1.0, 0.0]).round(6).tolist()
     [10.0, 4.0]
     """
     product, size = _compiled_product(model, x, y, loss)
@@ -102,7 +103,8 @@ def hessian_extremes(
     >>> import keras
     >>> model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     >>> x, y = np.array([[1.0], [3.0]]), np.zeros((2, 1))
-    >>> [round(v, 6) for v in hessian_extremes(model, x, y)]  # eigenvalues of [[10, 4], [4, 2]]
+    >>> # the eigenvalues of [[10, 4], [4, 2]]
+    >>> [round(v, 6) for v in hessian_extremes(model, x, y)]
     [11.656854, 0.343146]
     """
     product, size = _compiled_product(model, x, y, loss)

@@ -47,7 +47,9 @@ def gate_trajectory(layer: keras.layers.Layer, x: Any) -> dict[str, np.ndarray]:
     Examples
     --------
     >>> import rnngrad
-    >>> model = rnngrad.build_rnn("lstm", 3, input_dim=2, forget_bias=2.0, recurrent_gain=0.0)
+    >>> model = rnngrad.build_rnn(
+    ...     "lstm", 3, input_dim=2, forget_bias=2.0, recurrent_gain=0.0
+    ... )
     >>> gates = gate_trajectory(model.get_layer("lstm_1"), np.zeros((1, 4, 2)))
     >>> round(float(gates["f"].mean()), 4)  # sigmoid(2): no input, no recurrence
     0.8808

@@ -182,9 +182,11 @@ def signal_to_noise(terms: MinibatchTerms) -> SignalToNoise:
     Examples
     --------
     >>> rng = np.random.default_rng(0)
-    >>> windows = np.ones((400, 1, 2, 2)) * 1e-3  # a constant long-range term...
-    >>> total = windows[:, 0] + rng.normal(size=(400, 2, 2))  # ...in unit-variance noise
-    >>> result = signal_to_noise(MinibatchTerms(total, windows, window=5, batch_size=8))
+    >>> # a constant long-range term in unit-variance noise
+    >>> windows = np.ones((400, 1, 2, 2)) * 1e-3
+    >>> total = windows[:, 0] + rng.normal(size=(400, 2, 2))
+    >>> terms = MinibatchTerms(total, windows, window=5, batch_size=8)
+    >>> result = signal_to_noise(terms)
     >>> round(float(result.signal[0]), 6), round(float(result.noise[0]), 1)
     (0.002, 1.0)
     """

@@ -227,7 +227,8 @@ def slider_figure(
     ...                        x_label="lag", y_label="ratio", log_y=True)
     >>> [step["label"] for step in figure.spec["layout"]["sliders"][0]["steps"]]
     ['0.50', '1.00']
-    >>> figure.spec["data"][0]["y"]  # the curve at the start value (the middle: index 1)
+    >>> # the curve at the start value (the middle: index 1)
+    >>> figure.spec["data"][0]["y"]
     [1.0, 1.0, 1.0, 1.0, 1.0]
     """
     _plotly()

@@ -183,9 +183,13 @@ def latch(
     >>> run = latch(3.0, steps=50, noise=0.3, seed=0, trials=500)
     >>> run.kept  # a deep attractor keeps every bit...
     1.0
-    >>> bool(run.rate < np.log(0.05))  # ...and the gradient vanishes at log(lambda*)
+    >>> # ...and the gradient vanishes at log(lambda*)
+    >>> bool(run.rate < np.log(0.05))
     True
-    >>> linear = latch(1.0, steps=50, noise=0.3, seed=0, trials=500, activation="linear")
+    >>> linear = latch(
+    ...     1.0, steps=50, noise=0.3, seed=0, trials=500,
+    ...     activation="linear",
+    ... )
     >>> linear.rate  # the linear unit passes the gradient whole
     0.0
     """

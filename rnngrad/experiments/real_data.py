@@ -282,8 +282,11 @@ def compare_models(
     --------
     >>> from rnngrad.tasks import sequential_digits
     >>> (x, y), (x_t, y_t) = sequential_digits(seed=0)
-    >>> tasks = {"rows": ((x[:64].reshape(-1, 8, 8), y[:64]), (x_t.reshape(-1, 8, 8), y_t))}
-    >>> records = compare_models({"gru": classifier(4, cell="gru")}, tasks, [0], epochs=1)
+    >>> def rows(images):
+    ...     return images.reshape(-1, 8, 8)
+    >>> tasks = {"rows": ((rows(x[:64]), y[:64]), (rows(x_t), y_t))}
+    >>> models = {"gru": classifier(4, cell="gru")}
+    >>> records = compare_models(models, tasks, [0], epochs=1)
     >>> records[0]["profiles"].shape
     (2, 8)
     """

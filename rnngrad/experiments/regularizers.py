@@ -154,7 +154,8 @@ def omega_ratios(
     >>> model = rnngrad.build_rnn("simple", 8, input_dim=2, recurrent_gain=0.5)
     >>> x, y = rnngrad.tasks.adding_problem(4, 6, seed=0)
     >>> ratios = omega_ratios(model, x, y)
-    >>> ratios.shape, bool(np.all(ratios <= 0.5 + 1e-6))  # ||J|| <= sigma_max(W_h) = 0.5
+    >>> # ||J|| <= sigma_max(W_h) = 0.5
+    >>> ratios.shape, bool(np.all(ratios <= 0.5 + 1e-6))
     ((4, 5), True)
     """
     _check_loss(loss)
@@ -280,7 +281,9 @@ def train_with_omega(
     >>> import rnngrad
     >>> model = rnngrad.build_rnn("simple", 8, input_dim=2, recurrent_gain=0.5)
     >>> x, y = rnngrad.tasks.adding_problem(64, 10, seed=0)
-    >>> result = train_with_omega(model, x, y, strength=0.1, epochs=2, learning_rate=0.05)
+    >>> result = train_with_omega(
+    ...     model, x, y, strength=0.1, epochs=2, learning_rate=0.05
+    ... )
     >>> sorted(result.history), len(result.history["omega"])
     (['loss', 'omega'], 2)
     """

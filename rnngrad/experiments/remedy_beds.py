@@ -86,7 +86,8 @@ def build_exploding(
     Examples
     --------
     >>> model = build_exploding()
-    >>> round(float(np.linalg.svd(model.layers[1].cell.recurrent_kernel.numpy())[1][0]), 4)
+    >>> w_h = model.layers[1].cell.recurrent_kernel.numpy()
+    >>> round(float(np.linalg.svd(w_h)[1][0]), 4)
     2.0
     """
     return build_rnn(

@@ -105,8 +105,8 @@ def gain_scan(
     >>> import rnngrad
     >>> from rnngrad.models import recurrent_init_matrix
     >>> model = rnngrad.build_rnn("simple", 8, input_dim=2, activation="linear")
-    >>> scan = gain_scan(model, recurrent_init_matrix("orthogonal", 8, seed=0), [0.5, 2.0],
-    ...                  np.ones((4, 5, 2)))
+    >>> q = recurrent_init_matrix("orthogonal", 8, seed=0)
+    >>> scan = gain_scan(model, q, [0.5, 2.0], np.ones((4, 5, 2)))
     >>> np.round(scan.susceptibility, 6).tolist()  # linear: chi = g^2
     [0.25, 4.0]
     """

@@ -332,7 +332,9 @@ def backprop_alignment(
 
     Examples
     --------
-    >>> fraction, norm = backprop_alignment(np.diag([2.0, 1.0]), np.ones(2), steps=2)
+    >>> fraction, norm = backprop_alignment(
+    ...     np.diag([2.0, 1.0]), np.ones(2), steps=2
+    ... )
     >>> fraction.round(4).tolist(), norm.round(4).tolist()
     ([0.7071, 0.8944, 0.9701], [1.4142, 2.2361, 4.1231])
     """

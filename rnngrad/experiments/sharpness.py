@@ -64,7 +64,8 @@ def stability_limit(learning_rate: float, momentum: float = 0.0) -> float:
 
     Examples
     --------
-    >>> round(stability_limit(0.1, 0.9), 12)  # SGD at 0.1, momentum 0.9: curvature up to 38
+    >>> # SGD at 0.1, momentum 0.9: curvature up to 38
+    >>> round(stability_limit(0.1, 0.9), 12)
     38.0
     """
     eta = check_float("learning_rate", learning_rate, positive=True)
@@ -155,10 +156,13 @@ def hessian_vector_product(
     Examples
     --------
     >>> import rnngrad
-    >>> model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    >>> model = keras.Sequential(
+    ...     [keras.Input((1,)), keras.layers.Dense(1, use_bias=False)]
+    ... )
     >>> x = np.array([[1.0], [3.0]], "float32")
     >>> y = np.zeros((2, 1), "float32")
-    >>> hessian_vector_product(model, x, y, [np.ones((1, 1))])[0].tolist()  # 2 mean(x^2)
+    >>> # 2 mean(x^2)
+    >>> hessian_vector_product(model, x, y, [np.ones((1, 1))])[0].tolist()
     [[10.0]]
     """
     variables = _check_model(model)
@@ -231,7 +235,9 @@ def sharpness(
 
     Examples
     --------
-    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+    >>> model = keras.Sequential(
+    ...     [keras.Input((2,)), keras.layers.Dense(1, use_bias=False)]
+    ... )
     >>> x = np.array([[1.0, 0.0], [0.0, 2.0]], "float32")
     >>> y = np.zeros((2, 1), "float32")
     >>> round(sharpness(model, x, y, iterations=2).largest, 4)  # Hessian diag(1, 4)
@@ -305,7 +311,9 @@ class SharpnessHistory(keras.callbacks.Callback):
     >>> x, y = rnngrad.tasks.adding_problem(32, 5, seed=0)
     >>> model = rnngrad.build_rnn("simple", 4, input_dim=2)
     >>> history = SharpnessHistory(x, y, at_updates=[0, 2], iterations=5)
-    >>> _ = rnngrad.training.train(model, x, y, epochs=1, batch_size=8, callbacks=[history])
+    >>> _ = rnngrad.training.train(
+    ...     model, x, y, epochs=1, batch_size=8, callbacks=[history]
+    ... )
     >>> history.runs[0]["steps"]
     [0, 2]
     """

@@ -153,7 +153,8 @@ def evaluation(x: Any, y: Any, *, key: str = "test_loss") -> Callable[[keras.Mod
     >>> x, y = rnngrad.tasks.adding_problem(64, 10, seed=0)
     >>> def build(seed):
     ...     return rnngrad.build_rnn("simple", 4, input_dim=2, seed=seed)
-    >>> records = sweep(build, x, y, [{}], [0], epochs=1, evaluate=evaluation(x, y, key="mse"))
+    >>> evaluate = evaluation(x, y, key="mse")
+    >>> records = sweep(build, x, y, [{}], [0], epochs=1, evaluate=evaluate)
     >>> sorted(k for k in records[0] if k.endswith("mse"))
     ['mse']
     """

@@ -368,11 +368,8 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
         y = args[1] if has_targets else None
         directions = args[-1] if transport else None
         model = model_ref()
-        # persistent: the transport takes one more gradient per layer from the same tape
-        with tf.GradientTape(persistent=transport) as tape:
-            recorder = Recorder(
-                tape=tape, state=state, transport=transport, gates=gates, weight_gradients=transport
-            )
+        with tf.GradientTape() as tape:
+            recorder = Recorder(tape=tape, state=state, gates=gates, weight_gradients=transport)
             with patched_layers(layers, recorder, wrappers):
                 y_pred = model(x, training=False)
             if isinstance(y_pred, (list, tuple, dict)):
@@ -380,9 +377,8 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
             per_example = spec.per_example(y, y_pred)  # (B,)
             total = tf.reduce_sum(per_example)  # example i's states only affect L_i
             perturbations = [c.perturbations for c in recorder.calls]
-            weights, targets = [], []
+            weights = []
             if transport:
-                targets = [_transport_term(call, directions) for call in recorder.calls]
                 # The weights' gradient of sum_i L_i, in the same backward pass, is the
                 # optimizer's gradient (times B) when Keras's loss is the mean of the L_i
                 # and nothing else adds a loss (for diagnose's global norm).
@@ -405,9 +401,9 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
         out["weight_gradients"] = [
             tf.cast(tf.convert_to_tensor(g), tf.float64) for g in weight_grads
         ]
-        for call, target in zip(recorder.calls, targets):
+        for call in recorder.calls if transport else []:
             # u . h_T back to this call's own eps_t only: its transport (see _replay)
-            g = tape.gradient(target, call.eps_h, unconnected_gradients=zero)  # (T, B, units)
+            g = call.transport(_unit_directions(call, directions))  # (T, B, units)
             norms = tf.transpose(tf.norm(tf.cast(g, tf.float64), axis=-1))  # (B, T)
             out["transport"].append(tf.reverse(norms, [1]) if call.backwards else norms)
         for call, group in zip(recorder.calls, grads):
@@ -441,14 +437,13 @@ def transport_directions(examples: int, layers: list[keras.layers.RNN]) -> np.nd
     return np.random.default_rng(7919).standard_normal((examples, width)).astype("float32")
 
 
-def _transport_term(call: LayerCall, directions: tf.Tensor) -> tf.Tensor:
-    """sum over the batch of u_i . h_T, u_i the example's fixed random unit vector
-    (:func:`transport_directions`)."""
-    h = call.final_state  # (B, units): the layer's last state
+def _unit_directions(call: LayerCall, directions: tf.Tensor) -> tf.Tensor:
+    """Each example's fixed random unit vector u_i for a layer of ``call``'s width
+    (:func:`transport_directions`), (B, units)."""
+    h = call.final_state
     dtype = tf.float64 if h.dtype == tf.float64 else tf.float32
     u = tf.cast(directions[:, : h.shape[-1]], dtype)
-    u = u / tf.norm(u, axis=-1, keepdims=True)
-    return tf.reduce_sum(tf.cast(h, dtype) * u)
+    return u / tf.norm(u, axis=-1, keepdims=True)
 
 
 _FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -20,12 +20,13 @@ so that ``dL/d eps_t`` is the total derivative dL/dh_t. Two ways to run a step:
 Masks carry the state over masked steps, as Keras does; ``go_backwards`` layers run over
 the reversed sequence and return their outputs in processing order, as Keras does.
 
-Every call records its ``eps_h`` and its last state ``h_T``, so the probe can also take,
-for ``diagnose``, the gradient of ``u . h_T`` with respect to the same call's ``eps_t``:
-``u^T J_T ... J_{t+1}``, the product of the step Jacobians ``dh_t/dh_{t-1}`` of that
-layer's own recurrence along the trajectory just computed (nothing else lies between
-``eps_t`` and ``h_T``), untouched by the loss and by the other layers. That is one more
-backward pass through the layer's loop, with no second forward pass.
+Each layer's loop has its own backward loop (:class:`_TimeLoop`), which also gives, for
+``diagnose``, the layer's *transport*: the gradient of ``u . h_T`` with respect to every
+``eps_t`` of the same call, ``u^T J_T ... J_{t+1}``, the product of the step Jacobians
+``dh_t/dh_{t-1}`` of that layer's own recurrence along the trajectory just computed
+(nothing else lies between ``eps_t`` and ``h_T``), untouched by the loss and by the other
+layers: one more backward loop over the layer, seeded at its last state, that computes
+neither the inputs' nor the weights' gradients, with no second forward pass.
 
 This module is private: the probe (``rnngrad._engine``) is its only user.
 """
@@ -106,8 +107,9 @@ class LayerCall:
     kind: str  # replay_kind(layer)
     backwards: bool  # processed the sequence from its last step to its first
     perturbations: list[tf.Tensor]  # [eps_h] or [eps_h, eps_c], (T, B, units), processing order
-    eps_h: tf.Tensor  # (T, B, units), processing order, watched by the tape
+    eps_h: tf.Tensor  # (T, B, units), processing order
     final_state: tf.Tensor  # (B, units): h after the last processed step
+    transport: Callable[[tf.Tensor], tf.Tensor]  # u (B, units) -> d(u . h_T)/d eps_h
     mask: tf.Tensor | None  # (B, T) bool in input time, True where the step counts
     gate_sums: tf.Tensor | None  # (gates,) sums of each gate over counted (b, t, unit)
     gate_count: tf.Tensor | None  # the number of (b, t, unit) entries summed
@@ -123,7 +125,6 @@ class Recorder:
 
     tape: tf.GradientTape
     state: str  # "h", "c" or "all"
-    transport: bool = False  # watch every layer's eps_h, for the transport
     weight_gradients: bool = False  # the layers' weights will be differentiated too
     gates: bool = False  # sum the gate openings of stock LSTM/GRU layers
     calls: list[LayerCall] = field(default_factory=list)
@@ -208,7 +209,7 @@ def _replay(
     eps_c = tf.zeros((steps, batch, run.units), dtype) if perturb_c else None
     watched = [eps_h, eps_c] if perturb_c and recorder.state == "all" else None
     watched = watched or ([eps_c] if perturb_c else [eps_h])
-    for eps in [*watched, eps_h] if recorder.transport else watched:
+    for eps in watched:
         recorder.tape.watch(eps)
 
     loop = _TimeLoop(
@@ -235,6 +236,7 @@ def _replay(
             perturbations=watched,
             eps_h=eps_h,
             final_state=final_states[0],
+            transport=loop.transport,
             mask=step_mask,
             gate_sums=gate_sums,
             gate_count=gate_count,
@@ -461,11 +463,20 @@ class _TimeLoop:
                 key: [_reader(e, self.steps) for e in values] for key, values in named.items()
             }
             result, saved = self._forward(run_step, readers, init)
+            self._ran = (run_step, readers, saved, init)  # for transport()
 
             def grad(*cotangents, variables=None):
-                return self._backward(
-                    run_step, readers, saved, init, weights, cotangents, variables
+                found = self._backward(
+                    run_step, readers, saved, init, cotangents, variables, inputs=True
                 )
+                d_args = [*found["in"], *found["states"], found["eps_h"]]
+                if "eps_c" in found:
+                    d_args.append(found["eps_c"])
+                d_args += found["weights"][: len(weights)]
+                if variables:
+                    d_vars = found["weights"][len(weights) :]
+                    return d_args, d_vars if self.weights else [None] * len(variables)
+                return d_args
 
             return result, grad
 
@@ -542,11 +553,24 @@ class _TimeLoop:
             saved["prev_out"] = final["saved_prev"]
         return result, saved
 
-    def _backward(self, step, readers, saved, init, weights, cotangents, variables):
-        """The gradient of every differentiable input from the cotangents of the
-        outputs, by a loop over time from the last step to the first."""
+    def transport(self, direction: tf.Tensor) -> tf.Tensor:
+        """``d (u . h_T) / d eps_t`` for every step t (T, B, units), ``u`` = ``direction``
+        (B, units): the backward loop alone, seeded at the last state, computing neither
+        the inputs' nor the weights' gradients."""
+        step, readers, saved, init = self._ran
+        seed = [tf.cast(direction, init[0].dtype)] + [None] * len(init)
+        found = self._backward(step, readers, saved, init, seed, None, inputs=False, weights=False)
+        return found["eps_h"]
+
+    def _backward(self, step, readers, saved, init, cotangents, variables, *, inputs, weights=None):
+        """The gradients of the loop's inputs from the cotangents of its outputs, by a
+        loop over time from the last step to the first: always of the states and the
+        eps's; of the layer's inputs if ``inputs``; of its weights (and ``variables``) if
+        ``weights`` (by default when the loop was built to). A dict of them by name."""
         steps, masked = self.steps, self.tmask is not None
-        variables = list(variables or [])
+        weights = self.weights if weights is None else weights
+        variables = list(variables or []) if weights else []
+        weight_tensors = step.weight_tensors() if weights else []
         n_states = len(init)
         cotangents = list(cotangents)
         d_carry = [_or_zeros(d, s) for d, s in zip(cotangents[:n_states], init)]
@@ -557,18 +581,18 @@ class _TimeLoop:
         elif d_last is not None:
             d_carry[0] = d_carry[0] + d_last
         d_outputs = None
-        if self.collect and cotangents[n_states + 1] is not None:
+        if self.collect and len(cotangents) > n_states + 1 and cotangents[n_states + 1] is not None:
             d_outputs = _reader(cotangents[n_states + 1], steps)
-        x_readers = readers["in"]
+        n_in = len(readers["in"]) if inputs else 0
         loop_vars: dict[str, Any] = {"i": tf.constant(0), "d_carry": tuple(d_carry)}
         if masked:
             loop_vars["d_prev"] = d_prev
-        loop_vars["d_in"] = tuple(_writer_like(r, steps) for r in x_readers)
+        loop_vars["d_in"] = tuple(_writer_like(r, steps) for r in readers["in"][:n_in])
         loop_vars["d_eps_h"] = _writer(init[0], steps)
         if "eps_c" in readers:
             loop_vars["d_eps_c"] = _writer(init[-1], steps)
-        want = [*weights, *variables] if self.weights else []
-        loop_vars["d_weights"] = tuple(tf.zeros(w.shape, w.dtype) for w in want)
+        wanted = [*weight_tensors, *variables]
+        loop_vars["d_weights"] = tuple(tf.zeros(w.shape, w.dtype) for w in wanted)
 
         def body(v):
             t = steps - 1 - v["i"]
@@ -576,15 +600,15 @@ class _TimeLoop:
             read = {key: (value if key == "in" else value[0]) for key, value in read.items()}
             carry_before = [s.read(t) for s in saved["states"]]
             prev_before = saved["prev_out"].read(t) if masked else None
-            sources = [*carry_before, *read["in"], read["eps_h"]]
+            sources = [*carry_before, *read["in"][:n_in], read["eps_h"]]
             if "eps_c" in read:
                 sources.append(read["eps_c"])
             if masked:
                 sources.append(prev_before)
             # the weights as tensors of this loop body, so the tape sees them used
-            held = [tf.identity(w) for w in weights]
-            local = step.with_weights(held) if weights else step
-            with tf.GradientTape(watch_accessed_variables=bool(variables and self.weights)) as tape:
+            held = [tf.identity(w) for w in weight_tensors]
+            local = step.with_weights(held) if held else step
+            with tf.GradientTape(watch_accessed_variables=bool(variables)) as tape:
                 tape.watch(sources + held)
                 carry, prev_out, out, _, _ = self._transition(
                     local, read, carry_before, prev_before
@@ -598,17 +622,15 @@ class _TimeLoop:
                 outgoing.append(d_outputs.read(t))
             grads = tape.gradient(
                 targets,
-                [*sources, *held, *variables] if self.weights else sources,
+                [*sources, *held, *variables],
                 output_gradients=outgoing,
                 unconnected_gradients=tf.UnconnectedGradients.ZERO,
             )
             grads = [tf.convert_to_tensor(g) for g in grads]
-            d_states = grads[:n_states]
             k = n_states
-            d_in = grads[k : k + len(read["in"])]
-            k += len(read["in"])
-            updated = dict(v, i=v["i"] + 1, d_carry=tuple(d_states))
-            updated["d_in"] = tuple(w.write(t, g) for w, g in zip(v["d_in"], d_in))
+            updated = dict(v, i=v["i"] + 1, d_carry=tuple(grads[:k]))
+            updated["d_in"] = tuple(w.write(t, g) for w, g in zip(v["d_in"], grads[k : k + n_in]))
+            k += n_in
             updated["d_eps_h"] = v["d_eps_h"].write(t, grads[k])
             k += 1
             if "eps_c" in read:
@@ -627,17 +649,15 @@ class _TimeLoop:
             maximum_iterations=steps,
             parallel_iterations=32,
         )
-        d_args = [w.stack() for w in final["d_in"]]
-        d_args += list(final["d_carry"])
-        d_args.append(final["d_eps_h"].stack())
+        found = {
+            "in": [w.stack() for w in final["d_in"]],
+            "states": list(final["d_carry"]),
+            "eps_h": final["d_eps_h"].stack(),
+            "weights": list(final["d_weights"]),
+        }
         if "eps_c" in readers:
-            d_args.append(final["d_eps_c"].stack())
-        d_weights = list(final["d_weights"])
-        d_args += d_weights[: len(weights)]
-        if variables:
-            d_vars = d_weights[len(weights) :] if self.weights else [None] * len(variables)
-            return d_args, d_vars
-        return d_args
+            found["eps_c"] = final["d_eps_c"].stack()
+        return found
 
 
 def _reader(values: tf.Tensor, steps: Any) -> tf.TensorArray:

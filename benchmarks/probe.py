@@ -9,8 +9,9 @@ For each model, on one batch (B=32, H=64, the adding problem):
   until then);
 - train step: ``model.train_on_batch`` warm, Keras's default compile for this machine
   (SGD, MSE);
-- diagnose: ``rnngrad.diagnose`` warm: the probe with each layer's transport lane, the
-  gate openings and the optimizer's gradient norm, all in the same pass;
+- diagnose: ``rnngrad.diagnose`` warm: the probe with each layer's transport (one more
+  backward loop per layer), the gate openings and the optimizer's gradient norm, in one
+  compiled call;
 - eager unroll: Keras's cells called step by step in Python inside one GradientTape,
   then ``tape.gradient`` with respect to every state (the obvious exact alternative).
 

@@ -9,9 +9,9 @@ I try?" from one probe of the model on a batch. Two quantities per recurrent row
 - the **transport** by lag ``l``: ``||u_i . dh_T/dh_{T-l}||`` for a fixed random unit
   vector ``u_i`` per example, averaged over examples: how much of a gradient arriving at
   the layer's last state its own recurrence carries back ``l`` steps. It is measured in
-  the same pass, on a copy of the batch whose recurrent layers see their inputs as
-  constants, so each layer's transport is its own (not its neighbours'), and it does not
-  depend on the head or the loss. Its square averages to the mean squared singular value
+  the same compiled call as the profile, by one more backward loop through each layer
+  alone (seeded with ``u_i`` at its last state), so each layer's transport is its own
+  (not its neighbours'), and it does not depend on the head or the loss. Its square averages to the mean squared singular value
   of the backward Jacobian product ``J_T ... J_{T-l+1}``, the quantity mean-field theory
   calls ``chi^l``. A backward (``go_backwards``) row is measured along its own direction
   of processing; masked steps do not count as lags.

@@ -201,6 +201,7 @@ def train_seeds(
     *,
     progress: bool | None = None,
     evaluate: Evaluation | None = None,
+    trainers: dict | None = None,
     **train_kwargs: Any,
 ) -> list[TrainResult]:
     """Train a freshly initialized model for each seed, reusing one compiled model.
@@ -208,7 +209,10 @@ def train_seeds(
     ``build(seed)`` gives the initial weights for each seed. The first model is
     compiled once; for later seeds its weights are replaced by ``build(seed)``'s and the
     optimizer's state (step count, moments) is reset, so the run is the same as training
-    ``build(seed)`` from scratch, without tracing the training step again.
+    ``build(seed)`` from scratch, without tracing the training step again. With
+    ``trainers``, calls share compiled models too: models that differ only in their
+    weights (another initialization, gain or seed), trained with the same options,
+    reuse one.
 
     Parameters
     ----------
@@ -225,6 +229,11 @@ def train_seeds(
         ``model -> float or dict of str to float``, called on the trained model after
         each run (e.g. a test-set loss); the values go to ``TrainResult.extra`` (a float
         under the key ``"score"``).
+    trainers : dict, optional
+        A dict, empty at first, to pass to several calls: it keeps one :class:`Trainer`
+        per architecture (:func:`architecture_key`) and set of training options
+        (an optimizer instance counts by its configuration, so a new optimizer
+        configured like an earlier one reuses the earlier one's compiled model).
     **train_kwargs
         Passed to :func:`train` (``epochs`` is required).
 
@@ -232,13 +241,33 @@ def train_seeds(
     -------
     list of TrainResult
         In the order of ``seeds``.
+
+    Examples
+    --------
+    >>> import rnngrad
+    >>> x, y = rnngrad.tasks.adding_problem(64, 10, seed=0)
+    >>> def build(gain):
+    ...     return lambda s: rnngrad.build_rnn("simple", 4, input_dim=2, recurrent_gain=gain)
+    >>> shared = {}
+    >>> for gain in (0.5, 2.0):  # one architecture: both calls train in one compiled model
+    ...     runs = train_seeds(build(gain), x, y, [0, 1], epochs=1, trainers=shared)
+    >>> len(shared)
+    1
     """
     seeds = check_seeds(seeds)
     check_evaluate(evaluate)
-    runner = Trainer(train_kwargs)
+    if trainers is not None and not isinstance(trainers, dict):
+        raise TypeError(f"trainers must be a dict (empty at first), got {type(trainers).__name__}")
+    runner = None
     results = []
     for index, seed in enumerate(seeds):
-        results.append(runner.run(build(seed), x, y, seed, evaluate=evaluate))
+        fresh = build(seed)
+        if runner is None:
+            runner = Trainer(train_kwargs)
+            if trainers is not None and isinstance(fresh, keras.Model):
+                key = (architecture_key(fresh), _options_key(train_kwargs))
+                runner = trainers.setdefault(key, runner)
+        results.append(runner.run(fresh, x, y, seed, evaluate=evaluate))
         report_progress(progress, f"[{index + 1}/{len(seeds)}] seed {seed}", results[-1])
     return results
 
@@ -397,6 +426,31 @@ def architecture_key(model: keras.Model) -> str:
     ]
     shapes = [tuple(weight.shape) for weight in model.weights]
     return repr((layers, shapes))
+
+
+def _options_key(train_kwargs: Mapping[str, Any]) -> str:
+    """A text that two sets of training options share when they train the same way.
+
+    An optimizer or a learning-rate schedule counts by its class and configuration
+    (its name left out: Keras numbers the names of new optimizers); callbacks and
+    validation data by identity.
+    """
+
+    def described(name: str, value: Any) -> Any:
+        if isinstance(
+            value, keras.optimizers.Optimizer | keras.optimizers.schedules.LearningRateSchedule
+        ):
+            try:
+                config = value.get_config()
+            except (NotImplementedError, TypeError, ValueError):
+                return (type(value).__name__, id(value))
+            config = {key: item for key, item in config.items() if key != "name"}
+            return (type(value).__name__, repr(sorted(config.items())))
+        if name in ("callbacks", "validation_data"):
+            return tuple(id(item) for item in (value or ()))
+        return repr(value)
+
+    return repr(sorted((name, described(name, value)) for name, value in train_kwargs.items()))
 
 
 def _without_identity(config: Any) -> Any:

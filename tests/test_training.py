@@ -44,6 +44,46 @@ def test_train_seeds_equals_training_each_seed_from_scratch(data):
         np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-6)
 
 
+def test_train_seeds_shares_compiled_models_across_calls_only_where_it_may(data):
+    x, y = data
+
+    def build(cell, gain):
+        return lambda s: rnngrad.build_rnn(cell, 6, input_dim=2, recurrent_gain=gain, seed=s)
+
+    def sgd():  # a new optimizer each call, configured alike
+        return training.make_optimizer("sgd", 0.05, momentum=0.9)
+
+    shared = {}
+    first = training.train_seeds(
+        build("gru", 1.0), x, y, [0], epochs=2, optimizer=sgd(), trainers=shared
+    )
+    (compiled,) = [trainer.model for trainer in shared.values()]
+    # another gain, the same architecture and options: the same compiled model, and the same
+    # runs as from scratch
+    runs = training.train_seeds(
+        build("gru", 3.0), x, y, [0, 1], epochs=2, optimizer=sgd(), trainers=shared
+    )
+    assert len(shared) == 1 and next(iter(shared.values())).model is compiled
+    fresh = [
+        training.train(build("gru", 3.0)(s), x, y, epochs=2, optimizer=sgd(), seed=s)
+        for s in (0, 1)
+    ]
+    for a, b in zip(runs, fresh):
+        np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-6)
+    again = training.train_seeds(
+        build("gru", 1.0), x, y, [0], epochs=2, optimizer=sgd(), trainers=shared
+    )
+    np.testing.assert_allclose(again[0].history["loss"], first[0].history["loss"], rtol=1e-6)
+    # another architecture, another optimizer setting, another budget: a model of its own
+    training.train_seeds(build("lstm", 1.0), x, y, [0], epochs=2, optimizer=sgd(), trainers=shared)
+    clipped = training.make_optimizer("sgd", 0.05, momentum=0.9, global_clipnorm=1.0)
+    training.train_seeds(build("gru", 1.0), x, y, [0], epochs=2, optimizer=clipped, trainers=shared)
+    training.train_seeds(build("gru", 1.0), x, y, [0], epochs=1, optimizer=sgd(), trainers=shared)
+    assert len(shared) == 4
+    with pytest.raises(TypeError, match="trainers must be a dict"):
+        training.train_seeds(build("gru", 1.0), x, y, [0], epochs=1, trainers=[])
+
+
 @pytest.mark.parametrize("option", ["clipnorm", "clipvalue", "global_clipnorm"])
 def test_clipping_options_reach_the_keras_optimizer(option):
     optimizer = training.make_optimizer("sgd", 0.1, **{option: 0.5})

@@ -23,7 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from rnngrad._seed import seed_everything
+from rnngrad._seed import seed_run
 from rnngrad._tflog import quiet_retracing_warnings
 from rnngrad._validation import check_array, check_choice, check_float, check_int
 from rnngrad.callbacks import StopOnNonFinite
@@ -576,7 +576,7 @@ def steps_per_execution(callbacks: Sequence[keras.callbacks.Callback]) -> int:
 
 def _fit(model, x, y, epochs, batch_size, validation_data, callbacks, seed, verbose):
     x, y, epochs, batch_size = check_fit_arguments(x, y, epochs, batch_size)
-    seed_everything(seed)
+    seed_run(seed, model)  # seed_everything, keeping the compiled training step
     stopper = StopOnNonFinite()
     steps = steps_per_execution([stopper, *callbacks])
     if model.steps_per_execution != steps:

@@ -84,6 +84,53 @@ def test_train_seeds_shares_compiled_models_across_calls_only_where_it_may(data)
         training.train_seeds(build("gru", 1.0), x, y, [0], epochs=1, trainers=[])
 
 
+def test_a_run_is_seeded_as_by_seed_everything_whatever_ran_before(data, monkeypatch):
+    import tensorflow as tf
+
+    from rnngrad import _seed
+
+    x, y = data
+
+    def run():
+        model = rnngrad.build_rnn("simple", 6, input_dim=2, seed=1)
+        return training.train(model, x, y, epochs=3, batch_size=16, seed=1).history["loss"]
+
+    light = run()
+    training.train(rnngrad.build_rnn("gru", 4, input_dim=2), x, y, epochs=1, seed=2)
+    tf.random.uniform((3,))  # eager random numbers in between
+    assert run() == light
+    # the same as with seed_everything's emptying of TensorFlow's kernel cache
+    monkeypatch.setattr(training, "seed_run", lambda seed, model: _seed.seed_everything(seed))
+    assert run() == light
+
+
+class _Noisy(keras.layers.Layer):  # a stateful TensorFlow random op in the training step
+    def call(self, inputs):
+        import tensorflow as tf
+
+        return inputs + 0.1 * tf.random.uniform(tf.shape(inputs), seed=1)
+
+
+def test_a_model_with_its_own_layers_is_seeded_with_an_emptied_cache(data):
+    from rnngrad._seed import _only_keras_layers
+
+    x, y = data
+
+    def build(seed):
+        inputs = keras.Input((15, 2))
+        glorot, orthogonal = keras.initializers.GlorotUniform, keras.initializers.Orthogonal
+        rnn = keras.layers.SimpleRNN(
+            4, kernel_initializer=glorot(seed), recurrent_initializer=orthogonal(seed)
+        )
+        hidden = rnn(_Noisy()(inputs))
+        return keras.Model(inputs, keras.layers.Dense(1, kernel_initializer=glorot(seed))(hidden))
+
+    assert _only_keras_layers(rnngrad.build_rnn("lstm", 4, input_dim=2))
+    assert not _only_keras_layers(build(0))
+    first, again = training.train_seeds(build, x, y, [0, 0], epochs=1)  # one compiled model
+    assert first.history == again.history
+
+
 @pytest.mark.parametrize("option", ["clipnorm", "clipvalue", "global_clipnorm"])
 def test_clipping_options_reach_the_keras_optimizer(option):
     optimizer = training.make_optimizer("sgd", 0.1, **{option: 0.5})

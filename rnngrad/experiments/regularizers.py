@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from rnngrad._inputs import check_inputs, check_targets
 from rnngrad._losses import check_loss_argument, resolve_loss
-from rnngrad._seed import seed_everything
+from rnngrad._seed import seed_run
 from rnngrad._validation import check_float, check_int
 from rnngrad.experiments.clipping import tf_variables
 from rnngrad.models import recurrent_layers
@@ -316,7 +316,7 @@ def train_with_omega(
         built.apply(grads, variables)
         return value, penalty
 
-    seed_everything(seed)
+    seed_run(seed, model)  # seed_everything, keeping the compiled probe
     rng = np.random.default_rng(seed)
     history: dict[str, list[float]] = {"loss": [], "omega": []}
     stopped = None

@@ -39,6 +39,7 @@ __all__ = [
     "is_float_rate",
     "make_optimizer",
     "report_progress",
+    "shared_trainer",
     "train",
     "train_seeds",
 ]
@@ -211,8 +212,8 @@ def train_seeds(
     optimizer's state (step count, moments) is reset, so the run is the same as training
     ``build(seed)`` from scratch, without tracing the training step again. With
     ``trainers``, calls share compiled models too: models that differ only in their
-    weights (another initialization, gain or seed), trained with the same options,
-    reuse one.
+    weights (another initialization, gain or seed), trained with the same optimizer and
+    loss, reuse one.
 
     Parameters
     ----------
@@ -230,10 +231,13 @@ def train_seeds(
         each run (e.g. a test-set loss); the values go to ``TrainResult.extra`` (a float
         under the key ``"score"``).
     trainers : dict, optional
-        A dict, empty at first, to pass to several calls: it keeps one :class:`Trainer`
-        per architecture (:func:`architecture_key`) and set of training options
-        (an optimizer instance counts by its configuration, so a new optimizer
-        configured like an earlier one reuses the earlier one's compiled model).
+        A dict, empty at first, to pass to several calls (of this function and of
+        :func:`rnngrad.experiments.sweeps.sweep`): it keeps one :class:`Trainer` per
+        architecture (:func:`architecture_key`) and optimizer and loss. An optimizer
+        instance counts by its configuration, so a new optimizer configured like an
+        earlier one reuses the earlier one's compiled model; a learning rate that is a
+        number is not part of it (it is a variable of the optimizer, set for each run),
+        nor are ``epochs``, ``batch_size`` and the other options of the fit.
     **train_kwargs
         Passed to :func:`train` (``epochs`` is required).
 
@@ -258,16 +262,15 @@ def train_seeds(
     check_evaluate(evaluate)
     if trainers is not None and not isinstance(trainers, dict):
         raise TypeError(f"trainers must be a dict (empty at first), got {type(trainers).__name__}")
-    runner = None
+    runner, rate = None, None
     results = []
     for index, seed in enumerate(seeds):
         fresh = build(seed)
         if runner is None:
             runner = Trainer(train_kwargs)
             if trainers is not None and isinstance(fresh, keras.Model):
-                key = (architecture_key(fresh), _options_key(train_kwargs))
-                runner = trainers.setdefault(key, runner)
-        results.append(runner.run(fresh, x, y, seed, evaluate=evaluate))
+                runner, rate = shared_trainer(trainers, fresh, train_kwargs)
+        results.append(runner.run(fresh, x, y, seed, evaluate=evaluate, learning_rate=rate))
         report_progress(progress, f"[{index + 1}/{len(seeds)}] seed {seed}", results[-1])
     return results
 
@@ -428,29 +431,64 @@ def architecture_key(model: keras.Model) -> str:
     return repr((layers, shapes))
 
 
-def _options_key(train_kwargs: Mapping[str, Any]) -> str:
-    """A text that two sets of training options share when they train the same way.
+def shared_trainer(
+    trainers: dict, fresh: keras.Model, train_kwargs: Mapping[str, Any]
+) -> tuple[Trainer, float | None]:
+    """The :class:`Trainer` in ``trainers`` for ``fresh``'s architecture and these options.
 
-    An optimizer or a learning-rate schedule counts by its class and configuration
-    (its name left out: Keras numbers the names of new optimizers); callbacks and
-    validation data by identity.
+    One is made (and kept) where none compiled this architecture with this optimizer
+    and loss; the options of the fit (``epochs``, ``batch_size``, ``callbacks``, ...)
+    become the found one's. Also returns the learning rate to give each run (a number is
+    a variable of the optimizer, not part of what was compiled), or None for a schedule.
+    """
+    compiled = {key: value for key, value in train_kwargs.items() if key not in _FIT_OPTIONS}
+    optimizer = compiled.get("optimizer", "adam")
+    rate = compiled.get("learning_rate", 1e-3)
+    if isinstance(optimizer, keras.optimizers.Optimizer) and "learning_rate" not in compiled:
+        rate = _config(optimizer).get("learning_rate")  # a number, or a schedule's config
+    rate = float(rate) if isinstance(rate, int | float) and not isinstance(rate, bool) else None
+    if rate is not None:
+        compiled.pop("learning_rate", None)
+    key = (architecture_key(fresh), _options_key(compiled, without_rate=rate is not None))
+    trainer = trainers.get(key)
+    if trainer is None:
+        trainer = trainers[key] = Trainer(train_kwargs)
+    else:
+        trainer.fit_args = {key: train_kwargs[key] for key in _FIT_OPTIONS if key in train_kwargs}
+    return trainer, rate
+
+
+def _config(value: Any) -> dict:
+    """An optimizer's or a schedule's configuration without its name (Keras numbers the
+    names of new optimizers), or an empty dict where it has none."""
+    try:
+        config = value.get_config()
+    except (NotImplementedError, TypeError, ValueError):
+        return {}
+    return {key: item for key, item in config.items() if key != "name"}
+
+
+def _options_key(options: Mapping[str, Any], *, without_rate: bool) -> str:
+    """A text that two sets of compile options share when they compile the same step.
+
+    An optimizer or a learning-rate schedule counts by its class and configuration (an
+    optimizer's learning rate left out if ``without_rate``), or by identity where it has
+    no configuration.
     """
 
-    def described(name: str, value: Any) -> Any:
+    def described(value: Any) -> Any:
         if isinstance(
             value, keras.optimizers.Optimizer | keras.optimizers.schedules.LearningRateSchedule
         ):
-            try:
-                config = value.get_config()
-            except (NotImplementedError, TypeError, ValueError):
+            config = _config(value)
+            if not config:
                 return (type(value).__name__, id(value))
-            config = {key: item for key, item in config.items() if key != "name"}
+            if without_rate:
+                config.pop("learning_rate", None)
             return (type(value).__name__, repr(sorted(config.items())))
-        if name in ("callbacks", "validation_data"):
-            return tuple(id(item) for item in (value or ()))
         return repr(value)
 
-    return repr(sorted((name, described(name, value)) for name, value in train_kwargs.items()))
+    return repr(sorted((name, described(value)) for name, value in options.items()))
 
 
 def _without_identity(config: Any) -> Any:

@@ -50,38 +50,75 @@ def test_train_seeds_shares_compiled_models_across_calls_only_where_it_may(data)
     def build(cell, gain):
         return lambda s: rnngrad.build_rnn(cell, 6, input_dim=2, recurrent_gain=gain, seed=s)
 
-    def sgd():  # a new optimizer each call, configured alike
-        return training.make_optimizer("sgd", 0.05, momentum=0.9)
+    def sgd(rate=0.05, **clipping):  # a new optimizer each call
+        return training.make_optimizer("sgd", rate, momentum=0.9, **clipping)
+
+    def seeds(build, seed_list, epochs=2, optimizer=None):
+        optimizer = optimizer or sgd()
+        return training.train_seeds(
+            build, x, y, seed_list, epochs=epochs, optimizer=optimizer, trainers=shared
+        )
 
     shared = {}
-    first = training.train_seeds(
-        build("gru", 1.0), x, y, [0], epochs=2, optimizer=sgd(), trainers=shared
-    )
+    first = seeds(build("gru", 1.0), [0])
     (compiled,) = [trainer.model for trainer in shared.values()]
-    # another gain, the same architecture and options: the same compiled model, and the same
-    # runs as from scratch
-    runs = training.train_seeds(
-        build("gru", 3.0), x, y, [0, 1], epochs=2, optimizer=sgd(), trainers=shared
-    )
+    # another gain, learning rate and budget; the same architecture, optimizer and loss: the
+    # same compiled model, and the same runs as from scratch
+    runs = seeds(build("gru", 3.0), [0, 1], epochs=3, optimizer=sgd(0.02))
     assert len(shared) == 1 and next(iter(shared.values())).model is compiled
-    fresh = [
-        training.train(build("gru", 3.0)(s), x, y, epochs=2, optimizer=sgd(), seed=s)
-        for s in (0, 1)
-    ]
-    for a, b in zip(runs, fresh):
-        np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-6)
-    again = training.train_seeds(
-        build("gru", 1.0), x, y, [0], epochs=2, optimizer=sgd(), trainers=shared
+    for seed, run in zip((0, 1), runs):
+        alone = training.train(
+            build("gru", 3.0)(seed), x, y, epochs=3, optimizer=sgd(0.02), seed=seed
+        )
+        np.testing.assert_allclose(run.history["loss"], alone.history["loss"], rtol=1e-6)
+    np.testing.assert_allclose(
+        seeds(build("gru", 1.0), [0])[0].history["loss"], first[0].history["loss"], rtol=1e-6
     )
-    np.testing.assert_allclose(again[0].history["loss"], first[0].history["loss"], rtol=1e-6)
-    # another architecture, another optimizer setting, another budget: a model of its own
-    training.train_seeds(build("lstm", 1.0), x, y, [0], epochs=2, optimizer=sgd(), trainers=shared)
-    clipped = training.make_optimizer("sgd", 0.05, momentum=0.9, global_clipnorm=1.0)
-    training.train_seeds(build("gru", 1.0), x, y, [0], epochs=2, optimizer=clipped, trainers=shared)
-    training.train_seeds(build("gru", 1.0), x, y, [0], epochs=1, optimizer=sgd(), trainers=shared)
-    assert len(shared) == 4
+    # another architecture, another optimizer setting: a model of its own
+    seeds(build("lstm", 1.0), [0])
+    seeds(build("gru", 1.0), [0], optimizer=sgd(global_clipnorm=1.0))
+    assert len(shared) == 3
     with pytest.raises(TypeError, match="trainers must be a dict"):
         training.train_seeds(build("gru", 1.0), x, y, [0], epochs=1, trainers=[])
+
+
+def test_a_sweep_and_train_seeds_share_compiled_models(data):
+    from rnngrad.experiments.sweeps import sweep
+
+    x, y = data
+
+    def build(seed, gain=1.0):
+        return rnngrad.build_rnn("simple", 6, input_dim=2, recurrent_gain=gain, seed=seed)
+
+    shared = {}
+    settings = [
+        {"learning_rate": 0.01},
+        {"learning_rate": 0.01, "global_clipnorm": 1.0},
+        {"learning_rate": 0.2, "gain": 2.0},  # shares the first setting's model
+    ]
+    records = sweep(build, x, y, settings, [0], epochs=2, optimizer="sgd", trainers=shared)
+    assert len(shared) == 2
+    for record, setting in zip(records, settings):
+        clipping = {k: v for k, v in setting.items() if k == "global_clipnorm"}
+        alone = training.train(
+            build(0, setting.get("gain", 1.0)),
+            x,
+            y,
+            epochs=2,
+            optimizer="sgd",
+            learning_rate=setting["learning_rate"],
+            seed=0,
+            **clipping,
+        )
+        assert record["history"]["loss"] == pytest.approx(alone.history["loss"], rel=1e-6)
+    again = training.train_seeds(
+        build, x, y, [0], epochs=1, optimizer="sgd", learning_rate=0.2, trainers=shared
+    )
+    alone = training.train(build(0), x, y, epochs=1, optimizer="sgd", learning_rate=0.2)
+    assert len(shared) == 2
+    assert again[0].history["loss"] == pytest.approx(alone.history["loss"], rel=1e-6)
+    with pytest.raises(TypeError, match="trainers must be a dict"):
+        sweep(build, x, y, settings, [0], epochs=1, trainers="no")
 
 
 def test_a_run_is_seeded_as_by_seed_everything_whatever_ran_before(data, monkeypatch):

@@ -23,7 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from rnngrad._seed import seed_everything
+from rnngrad._seed import seed_run
 from rnngrad._tflog import quiet_retracing_warnings
 from rnngrad._validation import check_array, check_choice, check_float, check_int
 from rnngrad.callbacks import StopOnNonFinite
@@ -39,6 +39,7 @@ __all__ = [
     "is_float_rate",
     "make_optimizer",
     "report_progress",
+    "shared_trainer",
     "train",
     "train_seeds",
 ]
@@ -201,6 +202,7 @@ def train_seeds(
     *,
     progress: bool | None = None,
     evaluate: Evaluation | None = None,
+    trainers: dict | None = None,
     **train_kwargs: Any,
 ) -> list[TrainResult]:
     """Train a freshly initialized model for each seed, reusing one compiled model.
@@ -208,7 +210,10 @@ def train_seeds(
     ``build(seed)`` gives the initial weights for each seed. The first model is
     compiled once; for later seeds its weights are replaced by ``build(seed)``'s and the
     optimizer's state (step count, moments) is reset, so the run is the same as training
-    ``build(seed)`` from scratch, without tracing the training step again.
+    ``build(seed)`` from scratch, without tracing the training step again. With
+    ``trainers``, calls share compiled models too: models that differ only in their
+    weights (another initialization, gain or seed), trained with the same optimizer and
+    loss, reuse one.
 
     Parameters
     ----------
@@ -225,6 +230,14 @@ def train_seeds(
         ``model -> float or dict of str to float``, called on the trained model after
         each run (e.g. a test-set loss); the values go to ``TrainResult.extra`` (a float
         under the key ``"score"``).
+    trainers : dict, optional
+        A dict, empty at first, to pass to several calls (of this function and of
+        :func:`rnngrad.experiments.sweeps.sweep`): it keeps one :class:`Trainer` per
+        architecture (:func:`architecture_key`) and optimizer and loss. An optimizer
+        instance counts by its configuration, so a new optimizer configured like an
+        earlier one reuses the earlier one's compiled model; a learning rate that is a
+        number is not part of it (it is a variable of the optimizer, set for each run),
+        nor are ``epochs``, ``batch_size`` and the other options of the fit.
     **train_kwargs
         Passed to :func:`train` (``epochs`` is required).
 
@@ -232,13 +245,32 @@ def train_seeds(
     -------
     list of TrainResult
         In the order of ``seeds``.
+
+    Examples
+    --------
+    >>> import rnngrad
+    >>> x, y = rnngrad.tasks.adding_problem(64, 10, seed=0)
+    >>> def build(gain):
+    ...     return lambda s: rnngrad.build_rnn("simple", 4, input_dim=2, recurrent_gain=gain)
+    >>> shared = {}
+    >>> for gain in (0.5, 2.0):  # one architecture: both calls train in one compiled model
+    ...     runs = train_seeds(build(gain), x, y, [0, 1], epochs=1, trainers=shared)
+    >>> len(shared)
+    1
     """
     seeds = check_seeds(seeds)
     check_evaluate(evaluate)
-    runner = Trainer(train_kwargs)
+    if trainers is not None and not isinstance(trainers, dict):
+        raise TypeError(f"trainers must be a dict (empty at first), got {type(trainers).__name__}")
+    runner, rate = None, None
     results = []
     for index, seed in enumerate(seeds):
-        results.append(runner.run(build(seed), x, y, seed, evaluate=evaluate))
+        fresh = build(seed)
+        if runner is None:
+            runner = Trainer(train_kwargs)
+            if trainers is not None and isinstance(fresh, keras.Model):
+                runner, rate = shared_trainer(trainers, fresh, train_kwargs)
+        results.append(runner.run(fresh, x, y, seed, evaluate=evaluate, learning_rate=rate))
         report_progress(progress, f"[{index + 1}/{len(seeds)}] seed {seed}", results[-1])
     return results
 
@@ -406,6 +438,66 @@ def architecture_key(model: keras.Model) -> str:
     return repr((layers, shapes))
 
 
+def shared_trainer(
+    trainers: dict, fresh: keras.Model, train_kwargs: Mapping[str, Any]
+) -> tuple[Trainer, float | None]:
+    """The :class:`Trainer` in ``trainers`` for ``fresh``'s architecture and these options.
+
+    One is made (and kept) where none compiled this architecture with this optimizer
+    and loss; the options of the fit (``epochs``, ``batch_size``, ``callbacks``, ...)
+    become the found one's. Also returns the learning rate to give each run (a number is
+    a variable of the optimizer, not part of what was compiled), or None for a schedule.
+    """
+    compiled = {key: value for key, value in train_kwargs.items() if key not in _FIT_OPTIONS}
+    optimizer = compiled.get("optimizer", "adam")
+    rate = compiled.get("learning_rate", 1e-3)
+    if isinstance(optimizer, keras.optimizers.Optimizer) and "learning_rate" not in compiled:
+        rate = _config(optimizer).get("learning_rate")  # a number, or a schedule's config
+    rate = float(rate) if isinstance(rate, int | float) and not isinstance(rate, bool) else None
+    if rate is not None:
+        compiled.pop("learning_rate", None)
+    key = (architecture_key(fresh), _options_key(compiled, without_rate=rate is not None))
+    trainer = trainers.get(key)
+    if trainer is None:
+        trainer = trainers[key] = Trainer(train_kwargs)
+    else:
+        trainer.fit_args = {key: train_kwargs[key] for key in _FIT_OPTIONS if key in train_kwargs}
+    return trainer, rate
+
+
+def _config(value: Any) -> dict:
+    """An optimizer's or a schedule's configuration without its name (Keras numbers the
+    names of new optimizers), or an empty dict where it has none."""
+    try:
+        config = value.get_config()
+    except (NotImplementedError, TypeError, ValueError):
+        return {}
+    return {key: item for key, item in config.items() if key != "name"}
+
+
+def _options_key(options: Mapping[str, Any], *, without_rate: bool) -> str:
+    """A text that two sets of compile options share when they compile the same step.
+
+    An optimizer or a learning-rate schedule counts by its class and configuration (an
+    optimizer's learning rate left out if ``without_rate``), or by identity where it has
+    no configuration.
+    """
+
+    def described(value: Any) -> Any:
+        if isinstance(
+            value, keras.optimizers.Optimizer | keras.optimizers.schedules.LearningRateSchedule
+        ):
+            config = _config(value)
+            if not config:
+                return (type(value).__name__, id(value))
+            if without_rate:
+                config.pop("learning_rate", None)
+            return (type(value).__name__, repr(sorted(config.items())))
+        return repr(value)
+
+    return repr(sorted((name, described(value)) for name, value in options.items()))
+
+
 def _without_identity(config: Any) -> Any:
     """``config`` with names, seeds and initializers removed at every depth.
 
@@ -529,7 +621,7 @@ def steps_per_execution(callbacks: Sequence[keras.callbacks.Callback]) -> int:
 
 def _fit(model, x, y, epochs, batch_size, validation_data, callbacks, seed, verbose):
     x, y, epochs, batch_size = check_fit_arguments(x, y, epochs, batch_size)
-    seed_everything(seed)
+    seed_run(seed, model)  # seed_everything, keeping the compiled training step
     stopper = StopOnNonFinite()
     steps = steps_per_execution([stopper, *callbacks])
     if model.steps_per_execution != steps:

@@ -44,6 +44,130 @@ def test_train_seeds_equals_training_each_seed_from_scratch(data):
         np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-6)
 
 
+def test_train_seeds_shares_compiled_models_across_calls_only_where_it_may(data):
+    x, y = data
+
+    def build(cell, gain):
+        return lambda s: rnngrad.build_rnn(cell, 6, input_dim=2, recurrent_gain=gain, seed=s)
+
+    def sgd(rate=0.05, **clipping):  # a new optimizer each call
+        return training.make_optimizer("sgd", rate, momentum=0.9, **clipping)
+
+    def seeds(build, seed_list, epochs=2, optimizer=None):
+        optimizer = optimizer or sgd()
+        return training.train_seeds(
+            build, x, y, seed_list, epochs=epochs, optimizer=optimizer, trainers=shared
+        )
+
+    shared = {}
+    first = seeds(build("gru", 1.0), [0])
+    (compiled,) = [trainer.model for trainer in shared.values()]
+    # another gain, learning rate and budget; the same architecture, optimizer and loss: the
+    # same compiled model, and the same runs as from scratch
+    runs = seeds(build("gru", 3.0), [0, 1], epochs=3, optimizer=sgd(0.02))
+    assert len(shared) == 1 and next(iter(shared.values())).model is compiled
+    for seed, run in zip((0, 1), runs):
+        alone = training.train(
+            build("gru", 3.0)(seed), x, y, epochs=3, optimizer=sgd(0.02), seed=seed
+        )
+        np.testing.assert_allclose(run.history["loss"], alone.history["loss"], rtol=1e-6)
+    np.testing.assert_allclose(
+        seeds(build("gru", 1.0), [0])[0].history["loss"], first[0].history["loss"], rtol=1e-6
+    )
+    # another architecture, another optimizer setting: a model of its own
+    seeds(build("lstm", 1.0), [0])
+    seeds(build("gru", 1.0), [0], optimizer=sgd(global_clipnorm=1.0))
+    assert len(shared) == 3
+    with pytest.raises(TypeError, match="trainers must be a dict"):
+        training.train_seeds(build("gru", 1.0), x, y, [0], epochs=1, trainers=[])
+
+
+def test_a_sweep_and_train_seeds_share_compiled_models(data):
+    from rnngrad.experiments.sweeps import sweep
+
+    x, y = data
+
+    def build(seed, gain=1.0):
+        return rnngrad.build_rnn("simple", 6, input_dim=2, recurrent_gain=gain, seed=seed)
+
+    shared = {}
+    settings = [
+        {"learning_rate": 0.01},
+        {"learning_rate": 0.01, "global_clipnorm": 1.0},
+        {"learning_rate": 0.2, "gain": 2.0},  # shares the first setting's model
+    ]
+    records = sweep(build, x, y, settings, [0], epochs=2, optimizer="sgd", trainers=shared)
+    assert len(shared) == 2
+    for record, setting in zip(records, settings):
+        clipping = {k: v for k, v in setting.items() if k == "global_clipnorm"}
+        alone = training.train(
+            build(0, setting.get("gain", 1.0)),
+            x,
+            y,
+            epochs=2,
+            optimizer="sgd",
+            learning_rate=setting["learning_rate"],
+            seed=0,
+            **clipping,
+        )
+        assert record["history"]["loss"] == pytest.approx(alone.history["loss"], rel=1e-6)
+    again = training.train_seeds(
+        build, x, y, [0], epochs=1, optimizer="sgd", learning_rate=0.2, trainers=shared
+    )
+    alone = training.train(build(0), x, y, epochs=1, optimizer="sgd", learning_rate=0.2)
+    assert len(shared) == 2
+    assert again[0].history["loss"] == pytest.approx(alone.history["loss"], rel=1e-6)
+    with pytest.raises(TypeError, match="trainers must be a dict"):
+        sweep(build, x, y, settings, [0], epochs=1, trainers="no")
+
+
+def test_a_run_is_seeded_as_by_seed_everything_whatever_ran_before(data, monkeypatch):
+    import tensorflow as tf
+
+    from rnngrad import _seed
+
+    x, y = data
+
+    def run():
+        model = rnngrad.build_rnn("simple", 6, input_dim=2, seed=1)
+        return training.train(model, x, y, epochs=3, batch_size=16, seed=1).history["loss"]
+
+    light = run()
+    training.train(rnngrad.build_rnn("gru", 4, input_dim=2), x, y, epochs=1, seed=2)
+    tf.random.uniform((3,))  # eager random numbers in between
+    assert run() == light
+    # the same as with seed_everything's emptying of TensorFlow's kernel cache
+    monkeypatch.setattr(training, "seed_run", lambda seed, model: _seed.seed_everything(seed))
+    assert run() == light
+
+
+class _Noisy(keras.layers.Layer):  # a stateful TensorFlow random op in the training step
+    def call(self, inputs):
+        import tensorflow as tf
+
+        return inputs + 0.1 * tf.random.uniform(tf.shape(inputs), seed=1)
+
+
+def test_a_model_with_its_own_layers_is_seeded_with_an_emptied_cache(data):
+    from rnngrad._seed import _only_keras_layers
+
+    x, y = data
+
+    def build(seed):
+        inputs = keras.Input((15, 2))
+        glorot, orthogonal = keras.initializers.GlorotUniform, keras.initializers.Orthogonal
+        rnn = keras.layers.SimpleRNN(
+            4, kernel_initializer=glorot(seed), recurrent_initializer=orthogonal(seed)
+        )
+        hidden = rnn(_Noisy()(inputs))
+        return keras.Model(inputs, keras.layers.Dense(1, kernel_initializer=glorot(seed))(hidden))
+
+    assert _only_keras_layers(rnngrad.build_rnn("lstm", 4, input_dim=2))
+    assert not _only_keras_layers(build(0))
+    first, again = training.train_seeds(build, x, y, [0, 0], epochs=1)  # one compiled model
+    assert first.history == again.history
+
+
 @pytest.mark.parametrize("option", ["clipnorm", "clipvalue", "global_clipnorm"])
 def test_clipping_options_reach_the_keras_optimizer(option):
     optimizer = training.make_optimizer("sgd", 0.1, **{option: 0.5})

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from typing import Any
 
 import keras
@@ -29,12 +30,12 @@ import tensorflow as tf
 
 from rnngrad._inputs import check_inputs, check_targets
 from rnngrad._losses import check_loss_argument, resolve_loss
-from rnngrad._seed import seed_everything
+from rnngrad._seed import seed_run
 from rnngrad._validation import check_float, check_int
 from rnngrad.experiments.clipping import tf_variables
 from rnngrad.models import recurrent_layers
 from rnngrad.probes import LossArg, state_gradients
-from rnngrad.training import TrainResult, check_fit_arguments, make_optimizer
+from rnngrad.training import TrainResult, _reset_optimizer, check_fit_arguments, make_optimizer
 
 __all__ = ["omega", "omega_gradients", "omega_ratios", "train_with_omega"]
 
@@ -222,6 +223,42 @@ def omega_gradients(
     return float(value), [np.asarray(g, dtype=np.float64) for g in grads]
 
 
+# model -> {options: compiled step}: a model trained again with other weights loaded into
+# it (another seed) reuses its step instead of tracing it again. Weak keys, and the step
+# holds only a weak reference to the model, so an entry dies with its model.
+_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _omega_step(model: keras.Model, parts: _OmegaParts, spec: Any, options: tuple) -> Any:
+    """The compiled training step on ``loss + strength * Omega``, with its optimizer."""
+    optimizer, learning_rate, global_clipnorm, momentum, strength = options[:5]
+    built = make_optimizer(
+        optimizer, learning_rate, global_clipnorm=global_clipnorm, momentum=momentum
+    )
+    variables = model.trainable_variables
+    sources = tf_variables(variables)
+    built.build(variables)  # create the optimizer's slots outside the compiled step
+    cell, layer_input, run = parts.layer.cell, parts.layer_input, parts.run
+    model_ref = weakref.ref(model)
+
+    @tf.function(reduce_retracing=True)
+    def step(xb, yb, deltas):
+        # The layer's inputs and states are constants of Omega (see the module notes).
+        inputs = tf.stop_gradient(layer_input(xb, training=False))
+        states = tf.stop_gradient(run(inputs, training=False))
+        inputs, deltas = tf.cast(inputs, states.dtype), tf.cast(deltas, states.dtype)
+        with tf.GradientTape() as tape:
+            value = tf.reduce_mean(spec.per_example(yb, model_ref()(xb, training=True)))
+            penalty = _omega_value(*_omega_terms(cell, inputs, states, deltas))
+            total = value + strength * penalty
+        grads = tape.gradient(total, sources, unconnected_gradients="zero")
+        built.apply(grads, variables)
+        return value, penalty
+
+    step.optimizer = built
+    return step
+
+
 def train_with_omega(
     model: keras.Model,
     x: Any,
@@ -296,30 +333,15 @@ def train_with_omega(
         raise ValueError(f"strength must be >= 0, got {strength}")
     x, y, epochs, batch_size = check_fit_arguments(x, y, epochs, batch_size)
     seed = check_int("seed", seed, minimum=0)
-    built = make_optimizer(
-        optimizer, learning_rate, global_clipnorm=global_clipnorm, momentum=momentum
-    )
-    variables = model.trainable_variables
-    sources = tf_variables(variables)
-    built.build(variables)  # create the optimizer's slots outside the compiled step
-    cell = parts.layer.cell
     spec = resolve_loss(model, loss, has_targets=True)
+    options = (optimizer, learning_rate, global_clipnorm, momentum, strength, loss, layer)
+    step = _STEPS.setdefault(model, {}).get(options)
+    if step is None:
+        step = _STEPS[model][options] = _omega_step(model, parts, spec, options)
+    else:
+        _reset_optimizer(step.optimizer)  # a fresh start, as a new optimizer's
 
-    @tf.function(reduce_retracing=True)
-    def step(xb, yb, deltas):
-        # The layer's inputs and states are constants of Omega (see the module notes).
-        inputs = tf.stop_gradient(parts.layer_input(xb, training=False))
-        states = tf.stop_gradient(parts.run(inputs, training=False))
-        inputs, deltas = tf.cast(inputs, states.dtype), tf.cast(deltas, states.dtype)
-        with tf.GradientTape() as tape:
-            value = tf.reduce_mean(spec.per_example(yb, model(xb, training=True)))
-            penalty = _omega_value(*_omega_terms(cell, inputs, states, deltas))
-            total = value + strength * penalty
-        grads = tape.gradient(total, sources, unconnected_gradients="zero")
-        built.apply(grads, variables)
-        return value, penalty
-
-    seed_everything(seed)
+    seed_run(seed, model)  # seed_everything, keeping the compiled probe
     rng = np.random.default_rng(seed)
     history: dict[str, list[float]] = {"loss": [], "omega": []}
     stopped = None

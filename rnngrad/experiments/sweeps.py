@@ -22,6 +22,7 @@ from rnngrad.training import (
     check_seeds,
     is_float_rate,
     report_progress,
+    shared_trainer,
 )
 
 __all__ = ["TRAIN_OPTIONS", "evaluation", "success_rate", "sweep"]
@@ -51,6 +52,7 @@ def sweep(
     *,
     progress: bool | None = None,
     evaluate: Evaluation | None = None,
+    trainers: dict | None = None,
     **train_kwargs: Any,
 ) -> list[dict[str, Any]]:
     """Train every setting with every seed and return one tidy record per run.
@@ -79,6 +81,10 @@ def sweep(
     evaluate : callable, optional
         ``model -> float or dict``, as for :func:`~rnngrad.training.train_seeds`; its
         values join the record.
+    trainers : dict, optional
+        Compiled models to share with other calls, as for
+        :func:`~rnngrad.training.train_seeds`: every run then trains in the one kept for
+        its architecture, optimizer and loss, whatever the order of the settings.
     **train_kwargs
         Defaults for :func:`~rnngrad.training.train` (``epochs`` is required, here or
         in every setting).
@@ -106,6 +112,8 @@ def sweep(
     settings = _check_settings(settings)
     seeds = check_seeds(seeds)
     check_evaluate(evaluate)
+    if trainers is not None and not isinstance(trainers, dict):
+        raise TypeError(f"trainers must be a dict (empty at first), got {type(trainers).__name__}")
     records: list[dict[str, Any]] = []
     runner, shared = None, None
     total = len(settings) * len(seeds)
@@ -119,6 +127,8 @@ def sweep(
             shared = reusable if is_float_rate(rate) else None
         for seed in seeds:
             model = build(seed, **model_options)
+            if trainers is not None and isinstance(model, keras.Model):
+                runner, rate = shared_trainer(trainers, model, options)
             result = runner.run(model, x, y, seed, evaluate=evaluate, learning_rate=rate)
             record = {**setting, "seed": seed, "diverged": result.diverged}
             record["epochs_run"] = len(result.history.get("loss", []))

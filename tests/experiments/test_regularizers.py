@@ -115,6 +115,28 @@ def test_training_with_omega_brings_the_factors_towards_one():
     assert result.history["omega"][-1] < result.history["omega"][0]
 
 
+def test_a_model_trained_again_reuses_its_compiled_step_and_repeats_a_fresh_run():
+    from rnngrad.experiments import regularizers
+
+    x, y = rnngrad.tasks.adding_problem(48, 10, seed=0)
+
+    def build(seed):
+        return rnngrad.build_rnn("simple", 6, input_dim=2, recurrent_gain=0.5, seed=seed)
+
+    options = {"strength": 0.5, "epochs": 2, "batch_size": 16, "momentum": 0.9}
+    fresh = [train_with_omega(build(s), x, y, seed=s, **options).history for s in (1, 2)]
+    model = build(0)
+    train_with_omega(model, x, y, seed=0, **options)
+    (step,) = regularizers._STEPS[model].values()
+    for seed, expected in zip((1, 2), fresh):
+        model.set_weights(build(seed).get_weights())
+        assert train_with_omega(model, x, y, seed=seed, **options).history == expected
+    assert list(regularizers._STEPS[model].values()) == [step]  # traced for the first run only
+    assert step.experimental_get_tracing_count() == 1
+    train_with_omega(model, x, y, seed=0, **{**options, "strength": 0.0})  # another step
+    assert len(regularizers._STEPS[model]) == 2
+
+
 def test_bad_arguments_raise(setup):
     model, x, y = setup
     with pytest.raises(ValueError, match="strength"):

@@ -11,10 +11,11 @@ I try?" from one probe of the model on a batch. Two quantities per recurrent row
   the layer's last state its own recurrence carries back ``l`` steps. It is measured in
   the same compiled call as the profile, by one more backward loop through each layer
   alone (seeded with ``u_i`` at its last state), so each layer's transport is its own
-  (not its neighbours'), and it does not depend on the head or the loss. Its square averages to the mean squared singular value
-  of the backward Jacobian product ``J_T ... J_{T-l+1}``, the quantity mean-field theory
-  calls ``chi^l``. A backward (``go_backwards``) row is measured along its own direction
-  of processing; masked steps do not count as lags.
+  (not its neighbours'), and it does not depend on the head or the loss. Its square
+  averages to the mean squared singular value of the backward Jacobian product
+  ``J_T ... J_{T-l+1}``, the quantity mean-field theory calls ``chi^l``. A backward
+  (``go_backwards``) row is measured along its own direction of processing; masked
+  steps do not count as lags.
 
 The verdict, ``decay_per_step`` and ``horizon`` come from the transport (rules in
 :mod:`rnngrad.verdicts`), so a last-step, a per-step and a pooled head on the same

@@ -251,10 +251,15 @@ def train_seeds(
     >>> import rnngrad
     >>> x, y = rnngrad.tasks.adding_problem(64, 10, seed=0)
     >>> def build(gain):
-    ...     return lambda s: rnngrad.build_rnn("simple", 4, input_dim=2, recurrent_gain=gain)
+    ...     return lambda s: rnngrad.build_rnn(
+    ...         "simple", 4, input_dim=2, recurrent_gain=gain
+    ...     )
     >>> shared = {}
-    >>> for gain in (0.5, 2.0):  # one architecture: both calls train in one compiled model
-    ...     runs = train_seeds(build(gain), x, y, [0, 1], epochs=1, trainers=shared)
+    >>> # one architecture: both calls train in one compiled model
+    >>> for gain in (0.5, 2.0):
+    ...     runs = train_seeds(
+    ...         build(gain), x, y, [0, 1], epochs=1, trainers=shared
+    ...     )
     >>> len(shared)
     1
     """

@@ -107,7 +107,6 @@ class LayerCall:
     kind: str  # replay_kind(layer)
     backwards: bool  # processed the sequence from its last step to its first
     perturbations: list[tf.Tensor]  # [eps_h] or [eps_h, eps_c], (T, B, units), processing order
-    eps_h: tf.Tensor  # (T, B, units), processing order
     final_state: tf.Tensor  # (B, units): h after the last processed step
     transport: Callable[[tf.Tensor], tf.Tensor]  # u (B, units) -> d(u . h_T)/d eps_h
     mask: tf.Tensor | None  # (B, T) bool in input time, True where the step counts
@@ -234,7 +233,6 @@ def _replay(
             kind=kind,
             backwards=bool(layer.go_backwards),
             perturbations=watched,
-            eps_h=eps_h,
             final_state=final_states[0],
             transport=loop.transport,
             mask=step_mask,

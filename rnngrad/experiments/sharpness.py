@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from rnngrad._validation import check_array, check_float, check_int
+from rnngrad.callbacks import updates_made
 
 __all__ = [
     "Sharpness",
@@ -332,6 +333,7 @@ class SharpnessHistory(keras.callbacks.Callback):
         self.loss = loss
         self.runs: list[dict[str, list]] = []
         self._count = 0
+        self._first_update = 0
 
     def _measure(self) -> None:
         run = self.runs[-1]
@@ -345,13 +347,25 @@ class SharpnessHistory(keras.callbacks.Callback):
             value = found.largest
         run["largest"].append(value)
 
+    watches_batches = False  # it needs the model only after the updates it measures at
+
+    @property
+    def updates_per_call(self) -> int | None:
+        """The most updates a compiled call may run so that one ends at every update
+        measured at (see :func:`rnngrad.training.steps_per_execution`)."""
+        counts = [count for count in self.at_updates if count > 0]
+        return math.gcd(*counts) if counts else None
+
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.runs.append({"steps": [], "largest": []})
         self._count = 0
+        self._first_update = updates_made(self.model) or 0
         if 0 in self.at_updates:
             self._measure()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self._count += 1
+        # a compiled call may run several updates: the optimizer counts them
+        made = updates_made(self.model)
+        self._count = self._count + 1 if made is None else made - self._first_update
         if self._count in self.at_updates:
             self._measure()

@@ -455,7 +455,9 @@ def shared_trainer(
     if trainer is None:
         trainer = trainers[key] = Trainer(train_kwargs)
     else:
-        trainer.fit_args = {key: train_kwargs[key] for key in _FIT_OPTIONS if key in train_kwargs}
+        trainer.fit_args = {
+            name: train_kwargs[name] for name in _FIT_OPTIONS if name in train_kwargs
+        }
     return trainer, rate
 
 

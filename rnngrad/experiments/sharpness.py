@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from rnngrad._validation import check_array, check_float, check_int
 from rnngrad.callbacks import updates_made
+from rnngrad.training import architecture_key
 
 __all__ = [
     "Sharpness",
@@ -292,6 +293,11 @@ class SharpnessHistory(keras.callbacks.Callback):
     iterations : int, default 20
         Lanczos steps per measurement (see :func:`sharpness`).
     loss : str or callable, default "mse"
+    measure_on : keras.Model, optional
+        A model of the trained one's architecture to measure on, with the trained
+        weights loaded into it: one whose Hessian-vector product on ``(x, y)`` is
+        compiled already (tracing one for the trained model costs seconds). Its weights
+        are overwritten.
 
     Attributes
     ----------
@@ -319,8 +325,12 @@ class SharpnessHistory(keras.callbacks.Callback):
         at_updates: Iterable[int],
         iterations: int = 20,
         loss: str | Callable = "mse",
+        measure_on: keras.Model | None = None,
     ) -> None:
         super().__init__()
+        if measure_on is not None and not isinstance(measure_on, keras.Model):
+            raise TypeError(f"measure_on must be a keras.Model, got {type(measure_on).__name__}")
+        self.measure_on = measure_on
         self.x = check_array("x", x)
         self.y = check_array("y", y)
         if isinstance(at_updates, (str, bytes)) or not isinstance(at_updates, Iterable):
@@ -341,9 +351,16 @@ class SharpnessHistory(keras.callbacks.Callback):
         finite = all(np.all(np.isfinite(np.asarray(v))) for v in self.model.trainable_variables)
         value = math.nan
         if finite:
-            found = sharpness(
-                self.model, self.x, self.y, iterations=self.iterations, loss=self.loss
-            )
+            target = self.model
+            if self.measure_on is not None and self.measure_on is not self.model:
+                if architecture_key(self.measure_on) != architecture_key(self.model):
+                    raise ValueError(
+                        "measure_on must have the architecture of the trained model "
+                        f"{self.model.name!r}"
+                    )
+                target = self.measure_on
+                target.set_weights(self.model.get_weights())
+            found = sharpness(target, self.x, self.y, iterations=self.iterations, loss=self.loss)
             value = found.largest
         run["largest"].append(value)
 

@@ -163,6 +163,33 @@ def test_sharpness_history_lets_a_call_run_the_updates_between_its_measurements(
     assert runs[0]["largest"] == runs[1]["largest"]
 
 
+def test_sharpness_history_can_measure_on_a_model_compiled_already():
+    from rnngrad.experiments import sharpness as module
+
+    x, y = rnngrad.tasks.adding_problem(32, 5, seed=0)
+
+    def build(seed, units=4):
+        return rnngrad.build_rnn("simple", units, input_dim=2, dtype="float64", seed=seed)
+
+    measured = build(9)
+    sharpness(measured, x, y, iterations=6)  # its product is compiled
+    runs = []
+    for measure_on in (None, measured):
+        model = build(0)
+        history = SharpnessHistory(x, y, at_updates=[0, 4], iterations=6, measure_on=measure_on)
+        rnngrad.training.train(
+            model, x, y, epochs=1, batch_size=8, optimizer="sgd", callbacks=[history]
+        )
+        runs.append(history.runs[0]["largest"])
+    assert runs[0] == pytest.approx(runs[1], rel=1e-12)
+    assert model not in module._HVP_CACHE  # measured on the other model only
+    other = SharpnessHistory(x, y, at_updates=[0], measure_on=build(0, units=5))
+    with pytest.raises(ValueError, match="architecture"):
+        rnngrad.training.train(build(0), x, y, epochs=1, batch_size=8, callbacks=[other])
+    with pytest.raises(TypeError, match="measure_on"):
+        SharpnessHistory(x, y, at_updates=[0], measure_on="model")
+
+
 def test_the_compiled_product_reads_the_current_weights():
     model, x, y = _tiny_rnn()
     before = sharpness(model, x, y, iterations=10).largest

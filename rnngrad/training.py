@@ -14,6 +14,7 @@ its own, for runs on different data too. The callbacks live in
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -466,7 +467,9 @@ def shared_trainer(
     if trainer is None:
         trainer = trainers[key] = Trainer(train_kwargs)
     else:
-        trainer.fit_args = {key: train_kwargs[key] for key in _FIT_OPTIONS if key in train_kwargs}
+        trainer.fit_args = {
+            name: train_kwargs[name] for name in _FIT_OPTIONS if name in train_kwargs
+        }
     return trainer, rate
 
 
@@ -608,12 +611,20 @@ STEPS_PER_EXECUTION = 32
 _BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
 
 
-def steps_per_execution(callbacks: Sequence[keras.callbacks.Callback]) -> int:
-    """``STEPS_PER_EXECUTION``, or 1 if a callback needs to see every update.
+def steps_per_execution(
+    callbacks: Sequence[keras.callbacks.Callback], steps_per_epoch: int | None = None
+) -> int:
+    """``STEPS_PER_EXECUTION``, or fewer if a callback needs to see the model more often.
 
-    A callback says so with a ``watches_batches`` attribute; without one, overriding
-    any of Keras's batch hooks counts as watching batches.
+    A callback that needs to see every update says so with a true ``watches_batches``
+    attribute (one update per call); without one, overriding any of Keras's batch hooks
+    counts as watching batches. A callback that needs to see the model only after every
+    ``n``-th update of a fit says so with ``watches_batches = False`` and an
+    ``updates_per_call`` of ``n``: a call then runs the largest number of updates that
+    divides ``n``, ``STEPS_PER_EXECUTION`` and ``steps_per_epoch`` (Keras ends a call at
+    the end of an epoch), so that every ``n``-th update ends a call.
     """
+    steps = STEPS_PER_EXECUTION
     for callback in callbacks:
         watches = getattr(callback, "watches_batches", None)
         if watches is None:
@@ -621,14 +632,17 @@ def steps_per_execution(callbacks: Sequence[keras.callbacks.Callback]) -> int:
             watches = any(getattr(type(callback), h) is not getattr(base, h) for h in _BATCH_HOOKS)
         if watches:
             return 1
-    return STEPS_PER_EXECUTION
+        every = getattr(callback, "updates_per_call", None)
+        if every:
+            steps = math.gcd(steps, int(every), int(steps_per_epoch or 0))
+    return steps
 
 
 def _fit(model, x, y, epochs, batch_size, validation_data, callbacks, seed, verbose):
     x, y, epochs, batch_size = check_fit_arguments(x, y, epochs, batch_size)
     seed_run(seed, model)  # seed_everything, keeping the compiled training step
     stopper = StopOnNonFinite()
-    steps = steps_per_execution([stopper, *callbacks])
+    steps = steps_per_execution([stopper, *callbacks], math.ceil(len(x) / batch_size))
     if model.steps_per_execution != steps:
         model.steps_per_execution = steps
         model.train_function = None  # Keras builds it again for the new count

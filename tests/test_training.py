@@ -290,6 +290,16 @@ def test_several_updates_per_call_unless_a_callback_watches_batches():
     )
     assert training.steps_per_execution([GradientHistory(x[:4], y[:4], every_n_batches=2)]) == 1
     assert training.steps_per_execution([EveryBatch()]) == 1
+
+    class EveryEighth(keras.callbacks.Callback):  # needs the model after every 8th update
+        watches_batches, updates_per_call = False, 8
+
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    assert training.steps_per_execution([EveryEighth()]) == 8
+    assert training.steps_per_execution([EveryEighth()], steps_per_epoch=12) == 4
+    assert training.steps_per_execution([EveryEighth(), EveryBatch()]) == 1
     # the same updates either way, bitwise: 3 updates an epoch at batch 32
     fast = rnngrad.build_rnn("gru", 4, input_dim=2, seed=3)
     slow = rnngrad.build_rnn("gru", 4, input_dim=2, seed=3)

@@ -335,9 +335,10 @@ def train_with_omega(
     seed = check_int("seed", seed, minimum=0)
     spec = resolve_loss(model, loss, has_targets=True)
     options = (optimizer, learning_rate, global_clipnorm, momentum, strength, loss, layer)
-    step = _STEPS.setdefault(model, {}).get(options)
+    key = (*options, tuple(id(v) for v in model.trainable_variables))
+    step = _STEPS.setdefault(model, {}).get(key)
     if step is None:
-        step = _STEPS[model][options] = _omega_step(model, parts, spec, options)
+        step = _STEPS[model][key] = _omega_step(model, parts, spec, options)
     else:
         _reset_optimizer(step.optimizer)  # a fresh start, as a new optimizer's
 

@@ -29,6 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 from rnngrad._validation import check_array, check_float, check_int
+from rnngrad.callbacks import updates_made
+from rnngrad.training import architecture_key
 
 __all__ = [
     "Sharpness",
@@ -297,6 +299,11 @@ class SharpnessHistory(keras.callbacks.Callback):
     iterations : int, default 20
         Lanczos steps per measurement (see :func:`sharpness`).
     loss : str or callable, default "mse"
+    measure_on : keras.Model, optional
+        A model of the trained one's architecture to measure on, with the trained
+        weights loaded into it: one whose Hessian-vector product on ``(x, y)`` is
+        compiled already (tracing one for the trained model costs seconds). Its weights
+        are overwritten.
 
     Attributes
     ----------
@@ -326,8 +333,12 @@ class SharpnessHistory(keras.callbacks.Callback):
         at_updates: Iterable[int],
         iterations: int = 20,
         loss: str | Callable = "mse",
+        measure_on: keras.Model | None = None,
     ) -> None:
         super().__init__()
+        if measure_on is not None and not isinstance(measure_on, keras.Model):
+            raise TypeError(f"measure_on must be a keras.Model, got {type(measure_on).__name__}")
+        self.measure_on = measure_on
         self.x = check_array("x", x)
         self.y = check_array("y", y)
         if isinstance(at_updates, (str, bytes)) or not isinstance(at_updates, Iterable):
@@ -340,6 +351,7 @@ class SharpnessHistory(keras.callbacks.Callback):
         self.loss = loss
         self.runs: list[dict[str, list]] = []
         self._count = 0
+        self._first_update = 0
 
     def _measure(self) -> None:
         run = self.runs[-1]
@@ -347,19 +359,38 @@ class SharpnessHistory(keras.callbacks.Callback):
         finite = all(np.all(np.isfinite(np.asarray(v))) for v in self.model.trainable_variables)
         value = math.nan
         if finite:
-            found = sharpness(
-                self.model, self.x, self.y, iterations=self.iterations, loss=self.loss
-            )
+            target = self.model
+            if self.measure_on is not None and self.measure_on is not self.model:
+                if architecture_key(self.measure_on) != architecture_key(self.model):
+                    raise ValueError(
+                        "measure_on must have the architecture of the trained model "
+                        f"{self.model.name!r}"
+                    )
+                target = self.measure_on
+                target.set_weights(self.model.get_weights())
+            found = sharpness(target, self.x, self.y, iterations=self.iterations, loss=self.loss)
             value = found.largest
         run["largest"].append(value)
+
+    watches_batches = False  # it needs the model only after the updates it measures at
+
+    @property
+    def updates_per_call(self) -> int | None:
+        """The most updates a compiled call may run so that one ends at every update
+        measured at (see :func:`rnngrad.training.steps_per_execution`)."""
+        counts = [count for count in self.at_updates if count > 0]
+        return math.gcd(*counts) if counts else None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.runs.append({"steps": [], "largest": []})
         self._count = 0
+        self._first_update = updates_made(self.model) or 0
         if 0 in self.at_updates:
             self._measure()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self._count += 1
+        # a compiled call may run several updates: the optimizer counts them
+        made = updates_made(self.model)
+        self._count = self._count + 1 if made is None else made - self._first_update
         if self._count in self.at_updates:
             self._measure()

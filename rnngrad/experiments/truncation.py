@@ -16,16 +16,20 @@ update that comes from gradient which travelled more than ``lag`` steps back.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from rnngrad._engine import probed_layers
+from rnngrad._losses import resolve_loss
+from rnngrad._tflog import quiet_retracing_warnings
 from rnngrad._validation import check_int
-from rnngrad.experiments.clipping import optimizer_update, weight_gradients
-from rnngrad.probes import LossArg
+from rnngrad.experiments.clipping import optimizer_update, tf_variables, weight_gradients
+from rnngrad.probes import LossArg, check_model_data
 
 __all__ = ["chunk_bounds", "cut_gradients", "long_range_share", "truncated_model", "update_share"]
 
@@ -175,7 +179,13 @@ def truncated_model(model: keras.Model, truncation: int, *, length: int) -> kera
 
 
 def cut_gradients(
-    model: keras.Model, x: Any, y: Any = None, *, lag: int, loss: LossArg = "mse"
+    model: keras.Model,
+    x: Any,
+    y: Any = None,
+    *,
+    lag: int,
+    loss: LossArg = "mse",
+    compiled: bool = False,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The full BPTT gradient and the gradient with back-propagation cut after ``lag`` steps.
 
@@ -188,6 +198,10 @@ def cut_gradients(
     lag : int
         The cut, 1 <= lag <= T.
     loss : str or callable, default "mse"
+    compiled : bool, default False
+        Compute both gradients in one compiled function, kept for ``model`` (per cut,
+        loss and batch shape): slower than the default eager computation for one call,
+        faster when ``model`` is measured again, with other weights loaded into it.
 
     Returns
     -------
@@ -205,10 +219,49 @@ def cut_gradients(
     lag = check_int("lag", lag, minimum=1)
     if lag > length:
         raise ValueError(f"lag must be at most the sequence length {length}, got {lag}")
+    if not isinstance(compiled, bool):
+        raise TypeError(f"compiled must be True or False, got {compiled!r}")
+    if compiled:
+        return _compiled_cut(model, x, y, lag, length, loss)
     full = weight_gradients(model, x, y, loss=loss)
     short = truncated_model(model, lag, length=length)
     cut = weight_gradients(short, x, y, loss=loss, variables=model.trainable_variables)
     return full, cut
+
+
+# model -> {(lag, loss, batch signature): compiled (full, cut) gradients}. Weak keys, and
+# the function holds only a weak reference to the model, so an entry dies with its model.
+_CUT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled_cut(model, x, y, lag, length, loss):
+    """:func:`cut_gradients` in one compiled function per model, cut, loss and batch shape."""
+    x, y = check_model_data(model, x, y, loss)
+    spec = resolve_loss(model, loss, has_targets=y is not None)
+    signature = repr(tf.nest.map_structure(lambda t: (tuple(t.shape), t.dtype.name), (x, y)))
+    key = (lag, spec.key, signature)
+    cache = _CUT_CACHE.setdefault(model, {})
+    if key not in cache:
+        short = truncated_model(model, lag, length=length)
+        sources = tf_variables(model.trainable_variables)
+        model_ref = weakref.ref(model)
+
+        @tf.function(autograph=False)
+        def both(x, y):
+            with tf.GradientTape() as tape:
+                full = tf.reduce_mean(spec.per_example(y, model_ref()(x, training=False)))
+            full = tape.gradient(full, sources, unconnected_gradients="zero")
+            with tf.GradientTape() as tape:
+                cut = tf.reduce_mean(spec.per_example(y, short(x, training=False)))
+            return full, tape.gradient(cut, sources, unconnected_gradients="zero")
+
+        cache[key] = both
+    with quiet_retracing_warnings():
+        full, cut = cache[key](x, y)
+    return (
+        [np.asarray(g, dtype=np.float64) for g in full],
+        [np.asarray(g, dtype=np.float64) for g in cut],
+    )
 
 
 def update_share(
@@ -253,6 +306,7 @@ def long_range_share(
     lag: int,
     optimizer: keras.optimizers.Optimizer | None = None,
     loss: LossArg = "mse",
+    compiled: bool = False,
 ) -> float:
     """The share of a weight update that comes from gradient older than ``lag`` steps.
 
@@ -279,6 +333,9 @@ def long_range_share(
     optimizer : keras.optimizers.Optimizer, optional
         Copied, never modified; default SGD with learning rate 1.
     loss : str or callable, default "mse"
+    compiled : bool, default False
+        As for :func:`cut_gradients`: worth it for a model measured again and again, with
+        other weights loaded into it.
 
     Returns
     -------
@@ -292,5 +349,5 @@ def long_range_share(
     >>> bool(long_range_share(model, x, y, lag=10) < 1e-3)  # gain 0.3: almost none
     True
     """
-    full, cut = cut_gradients(model, x, y, lag=lag, loss=loss)
+    full, cut = cut_gradients(model, x, y, lag=lag, loss=loss, compiled=compiled)
     return update_share(full, cut, optimizer)

@@ -141,6 +141,55 @@ def test_sharpness_history_measures_at_the_chosen_updates_of_every_fit():
     assert history.runs[0]["largest"] == pytest.approx(history.runs[1]["largest"], rel=1e-9)
 
 
+def test_sharpness_history_lets_a_call_run_the_updates_between_its_measurements():
+    x, y = rnngrad.tasks.adding_problem(64, 5, seed=0)  # 8 updates an epoch at batch 8
+    weights = rnngrad.build_rnn("simple", 4, input_dim=2, dtype="float64", seed=0).get_weights()
+
+    class EveryBatch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    runs = []
+    for extra in ([], [EveryBatch()]):  # 4 updates per call, then 1
+        model = rnngrad.build_rnn("simple", 4, input_dim=2, dtype="float64", seed=0)
+        model.set_weights(weights)
+        history = SharpnessHistory(x, y, at_updates=[4, 12], iterations=8)
+        rnngrad.training.train(
+            model, x, y, epochs=2, batch_size=8, optimizer="sgd", callbacks=[history, *extra]
+        )
+        assert model.steps_per_execution == (4 if not extra else 1)
+        runs.append(history.runs[0])
+    assert runs[0]["steps"] == runs[1]["steps"] == [4, 12]
+    assert runs[0]["largest"] == runs[1]["largest"]
+
+
+def test_sharpness_history_can_measure_on_a_model_compiled_already():
+    from rnngrad.experiments import sharpness as module
+
+    x, y = rnngrad.tasks.adding_problem(32, 5, seed=0)
+
+    def build(seed, units=4):
+        return rnngrad.build_rnn("simple", units, input_dim=2, dtype="float64", seed=seed)
+
+    measured = build(9)
+    sharpness(measured, x, y, iterations=6)  # its product is compiled
+    runs = []
+    for measure_on in (None, measured):
+        model = build(0)
+        history = SharpnessHistory(x, y, at_updates=[0, 4], iterations=6, measure_on=measure_on)
+        rnngrad.training.train(
+            model, x, y, epochs=1, batch_size=8, optimizer="sgd", callbacks=[history]
+        )
+        runs.append(history.runs[0]["largest"])
+    assert runs[0] == pytest.approx(runs[1], rel=1e-12)
+    assert model not in module._HVP_CACHE  # measured on the other model only
+    other = SharpnessHistory(x, y, at_updates=[0], measure_on=build(0, units=5))
+    with pytest.raises(ValueError, match="architecture"):
+        rnngrad.training.train(build(0), x, y, epochs=1, batch_size=8, callbacks=[other])
+    with pytest.raises(TypeError, match="measure_on"):
+        SharpnessHistory(x, y, at_updates=[0], measure_on="model")
+
+
 def test_the_compiled_product_reads_the_current_weights():
     model, x, y = _tiny_rnn()
     before = sharpness(model, x, y, iterations=10).largest

@@ -123,6 +123,29 @@ def test_long_range_share_for_sgd_is_the_relative_gradient_difference_at_any_rat
     assert long_range_share(model, x, y, lag=12) == 0.0  # no cut at all
 
 
+@pytest.mark.parametrize("cell", ["simple", "gru"])
+def test_compiled_cut_gradients_equal_the_eager_ones_for_every_weights_loaded(cell):
+    from rnngrad.experiments import truncation
+
+    x, y = rnngrad.tasks.adding_problem(8, 12, seed=1)
+    model = rnngrad.build_rnn(cell, 5, input_dim=2, dtype="float64", seed=0)
+    for seed in (0, 1, 2):  # one model, other weights loaded into it
+        model.set_weights(
+            rnngrad.build_rnn(cell, 5, input_dim=2, dtype="float64", seed=seed).get_weights()
+        )
+        eager = cut_gradients(model, x, y, lag=4)
+        compiled = cut_gradients(model, x, y, lag=4, compiled=True)
+        for a, b in zip([*eager[0], *eager[1]], [*compiled[0], *compiled[1]]):
+            np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-14)
+        assert long_range_share(model, x, y, lag=4, compiled=True) == pytest.approx(
+            long_range_share(model, x, y, lag=4), rel=1e-9
+        )
+    (function,) = truncation._CUT_CACHE[model].values()  # one function, traced once
+    assert function.experimental_get_tracing_count() == 1
+    with pytest.raises(TypeError, match="compiled"):
+        cut_gradients(model, x, y, lag=4, compiled="yes")
+
+
 def test_update_share_closed_form():
     assert update_share([np.array([3.0, 4.0])], [np.array([0.0, 4.0])]) == pytest.approx(0.6)
 

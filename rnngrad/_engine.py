@@ -27,7 +27,6 @@ import tensorflow as tf
 from rnngrad._inputs import check_model, prepare_batches
 from rnngrad._losses import LossSpec, resolve_loss
 from rnngrad._replay import (
-    LayerCall,
     ProbeRefusal,
     Recorder,
     patched_layers,
@@ -278,13 +277,14 @@ def _run_batch(model, layers, wrappers, names, spec, state, batch, jit_compile, 
     entry = _CACHE.setdefault(model, {}).setdefault(key, _ProbeEntry())
     entry.runs += 1
     want_xla = jit_compile is True
+    fingerprint = None  # of the weights, taken at most once per batch
     if jit_compile == "auto":
         # the first run of a probe takes no fingerprint (most probes run once); its
         # weights count as new
-        weights = _weights_fingerprint(model) if entry.runs > 1 else None
-        same = weights is not None and weights == entry.last_weights
+        fingerprint = _weights_fingerprint(model) if entry.runs > 1 else None
+        same = fingerprint is not None and fingerprint == entry.last_weights
         entry.stable_runs = entry.stable_runs + 1 if same else 1
-        entry.last_weights = weights
+        entry.last_weights = fingerprint
         want_xla = entry.stable_runs >= XLA_AFTER_STABLE_RUNS
     if want_xla and not entry.xla_failed:
         if entry.xla is None:
@@ -295,7 +295,7 @@ def _run_batch(model, layers, wrappers, names, spec, state, batch, jit_compile, 
         # XLA's fused arithmetic can drift from Keras's forward pass where a chaotic
         # network amplifies rounding, and new weights can make a network chaotic: the XLA
         # form is checked again whenever the weights have changed since its last check.
-        weights = _weights_fingerprint(model)
+        weights = fingerprint if fingerprint is not None else _weights_fingerprint(model)
         if entry.xla.checked and entry.xla.checked_weights == weights:
             return result, entry.xla
         if _self_check(model, entry.xla, names, result, x_in) is None:
@@ -369,7 +369,13 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
         directions = args[-1] if transport else None
         model = model_ref()
         with tf.GradientTape() as tape:
-            recorder = Recorder(tape=tape, state=state, gates=gates, weight_gradients=transport)
+            recorder = Recorder(
+                tape=tape,
+                state=state,
+                gates=gates,
+                weight_gradients=transport,
+                directions=directions,
+            )
             with patched_layers(layers, recorder, wrappers):
                 y_pred = model(x, training=False)
             if isinstance(y_pred, (list, tuple, dict)):
@@ -403,7 +409,7 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
         ]
         for call in recorder.calls if transport else []:
             # u . h_T back to this call's own eps_t only: its transport (see _replay)
-            g = call.transport(_unit_directions(call, directions))  # (T, B, units)
+            g = call.transport()  # (T, B, units)
             norms = tf.transpose(tf.norm(tf.cast(g, tf.float64), axis=-1))  # (B, T)
             out["transport"].append(tf.reverse(norms, [1]) if call.backwards else norms)
         for call, group in zip(recorder.calls, grads):
@@ -437,32 +443,16 @@ def transport_directions(examples: int, layers: list[keras.layers.RNN]) -> np.nd
     return np.random.default_rng(7919).standard_normal((examples, width)).astype("float32")
 
 
-def _unit_directions(call: LayerCall, directions: tf.Tensor) -> tf.Tensor:
-    """Each example's fixed random unit vector u_i for a layer of ``call``'s width
-    (:func:`transport_directions`), (B, units)."""
-    h = call.final_state
-    dtype = tf.float64 if h.dtype == tf.float64 else tf.float32
-    u = tf.cast(directions[:, : h.shape[-1]], dtype)
-    return u / tf.norm(u, axis=-1, keepdims=True)
-
-
-_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _weights_fingerprint(model: keras.Model) -> tuple[float, float]:
-    """Two numbers that change when any of the model's weights does (the sums of the
-    weights and of their squares, in float64), from one compiled call."""
-    if model not in _FINGERPRINTS:
-        model_ref = weakref.ref(model)
-
-        def fingerprint():
-            values = [tf.cast(tf.reshape(w, [-1]), tf.float64) for w in model_ref().weights]
-            flat = tf.concat(values, 0) if values else tf.zeros((1,), tf.float64)
-            return tf.reduce_sum(flat), tf.reduce_sum(tf.square(flat))
-
-        _FINGERPRINTS[model] = tf.function(fingerprint)
-    total, squares = _FINGERPRINTS[model]()
-    return float(total), float(squares)
+    """Two numbers that change when any of the model's weights does: the sums of the
+    weights and of their squares, in float64 (read on the host: a compiled call to
+    compute them costs more than the reading for the models the probe runs on)."""
+    total = squares = 0.0
+    for weight in model.weights:
+        values = tf.convert_to_tensor(weight).numpy()
+        total += float(np.sum(values, dtype=np.float64))
+        squares += float(np.sum(np.square(values, dtype=np.float64)))
+    return total, squares
 
 
 @contextlib.contextmanager

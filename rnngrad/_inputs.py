@@ -3,6 +3,7 @@ probe's engine and the modules that run a user's model)."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -296,19 +297,36 @@ def _check_one(name: str, value: Any, spec: Any, model: keras.Model) -> np.ndarr
     return array.astype(dtype, copy=False)
 
 
+# The output shape a model computes for an input shape (without the batch), per model:
+# Keras's shape inference runs through the whole graph, which costs more than a short
+# probe, and a built model's answer for a given input shape does not change.
+_OUTPUT_SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _output_shape(model: keras.Model, xs: Any) -> tuple | None:
     """The output's shape for this batch; None entries where it cannot be known."""
     batch = _batch_size(xs)
+    shapes = tf.nest.map_structure(lambda a: tuple(a.shape[1:]), xs)
+    known = _OUTPUT_SHAPES.setdefault(model, {})
+    key = repr(shapes)
+    if key not in known:
+        known[key] = _computed_output_shape(model, xs)
+    rest = known[key]
+    return None if rest is None else (batch, *rest)
+
+
+def _computed_output_shape(model: keras.Model, xs: Any) -> tuple | None:
+    """The output's shape after the batch axis; None where it cannot be known."""
     try:
         shapes = tf.nest.map_structure(lambda a: tuple(a.shape), xs)
         shape = model.compute_output_shape(shapes)
         if isinstance(shape, tuple) and all(d is None or isinstance(d, int) for d in shape):
-            return (batch, *shape[1:])
+            return tuple(shape[1:])
     except Exception:  # subclassed models may not know their output shape
         pass
     outputs = _model_outputs(model)
     if outputs is not None:
-        return (batch, *tuple(outputs[0].shape)[1:])
+        return tuple(outputs[0].shape)[1:]
     return None  # the run will tell
 
 

@@ -108,7 +108,7 @@ class LayerCall:
     backwards: bool  # processed the sequence from its last step to its first
     perturbations: list[tf.Tensor]  # [eps_h] or [eps_h, eps_c], (T, B, units), processing order
     final_state: tf.Tensor  # (B, units): h after the last processed step
-    transport: Callable[[tf.Tensor], tf.Tensor]  # u (B, units) -> d(u . h_T)/d eps_h
+    transport: Callable[[], tf.Tensor]  # d(u . h_T)/d eps_h (T, B, units), after the gradient
     mask: tf.Tensor | None  # (B, T) bool in input time, True where the step counts
     gate_sums: tf.Tensor | None  # (gates,) sums of each gate over counted (b, t, unit)
     gate_count: tf.Tensor | None  # the number of (b, t, unit) entries summed
@@ -126,6 +126,9 @@ class Recorder:
     state: str  # "h", "c" or "all"
     weight_gradients: bool = False  # the layers' weights will be differentiated too
     gates: bool = False  # sum the gate openings of stock LSTM/GRU layers
+    # (B, W) directions u: each layer also measures its transport, seeded with the first
+    # `units` columns of u, normalized, at its last state (see _TimeLoop.transport)
+    directions: tf.Tensor | None = None
     calls: list[LayerCall] = field(default_factory=list)
 
 
@@ -221,6 +224,7 @@ def _replay(
         zero_output=getattr(layer, "zero_output_for_mask", False),
         gates=recorder.gates and run.gate_count > 0,
         weights=recorder.weight_gradients,
+        transport_seed=_unit_directions(recorder.directions, run.units, layer.compute_dtype),
     )
     final_states, outputs, last_output, gate_sums, gate_count = loop.run(states)
 
@@ -247,6 +251,17 @@ def _replay(
     if layer.return_state:
         return (output, *final_states)
     return output
+
+
+def _unit_directions(directions: Any, units: int, dtype: Any) -> tf.Tensor | None:
+    """Each example's unit vector u_i for a layer of ``units`` (B, units): the first
+    ``units`` columns of ``directions``, normalized (in float64 for a float64 layer, in
+    float32 otherwise); None without directions."""
+    if directions is None:
+        return None
+    dtype = tf.float64 if tf.as_dtype(dtype) == tf.float64 else tf.float32
+    u = tf.cast(directions[:, :units], dtype)
+    return u / tf.norm(u, axis=-1, keepdims=True)
 
 
 def _as_step_mask(mask: Any) -> tf.Tensor:
@@ -408,13 +423,30 @@ class _TimeLoop:
     so the gradients are those of exactly the computation that ran.
     """
 
-    def __init__(self, step, eps_h, eps_c, tmask, steps, *, collect, zero_output, gates, weights):
+    def __init__(
+        self,
+        step,
+        eps_h,
+        eps_c,
+        tmask,
+        steps,
+        *,
+        collect,
+        zero_output,
+        gates,
+        weights,
+        transport_seed=None,
+    ):
         self.step, self.eps_h, self.eps_c, self.tmask = step, eps_h, eps_c, tmask
         self.steps, self.collect, self.zero_output, self.gates = steps, collect, zero_output, gates
         # weights: also return the gradients of the layer's weights (only the probe's
         # transport mode asks for them; otherwise they are not computed, and the layer's
         # weights must not be differentiated through this loop)
         self.weights = weights
+        # transport_seed: u (B, units), or None: the backward loop also carries u from
+        # the last state back, with the same recomputed steps (see transport())
+        self.transport_seed = transport_seed
+        self._transported = None  # the transport, once the backward loop has run
 
     def _transition(self, step, read, carry, prev_out):
         """One step: (inputs, eps, mask; states, previous output) -> (states, previous
@@ -465,8 +497,16 @@ class _TimeLoop:
 
             def grad(*cotangents, variables=None):
                 found = self._backward(
-                    run_step, readers, saved, init, cotangents, variables, inputs=True
+                    run_step,
+                    readers,
+                    saved,
+                    init,
+                    cotangents,
+                    variables,
+                    inputs=True,
+                    transport_seed=self.transport_seed,
                 )
+                self._transported = found.get("transport")
                 d_args = [*found["in"], *found["states"], found["eps_h"]]
                 if "eps_c" in found:
                     d_args.append(found["eps_c"])
@@ -502,7 +542,10 @@ class _TimeLoop:
         if self.collect:
             loop_vars["out"] = _writer(h0, steps)
         if self.gates:
-            loop_vars["gate_sums"] = tf.zeros((step.gate_count,), tf.float64)
+            # per gate, example and unit, summed over steps: one fused cast-and-add per
+            # step; the sum over examples and units is taken once, after the loop
+            shape = tf.concat([[step.gate_count], tf.shape(h0)], 0)
+            loop_vars["gate_sums"] = tf.zeros(shape, tf.float64)
             loop_vars["count"] = tf.zeros((), tf.float64)
 
         def body(v):
@@ -522,14 +565,13 @@ class _TimeLoop:
             if self.collect:
                 updated["out"] = v["out"].write(t, out)
             if self.gates:
-                weight = None if m is None else tf.cast(m, tf.float64)
-                sums = [
-                    tf.reduce_sum(tf.cast(g, tf.float64) * (1.0 if weight is None else weight))
-                    for g in gates
-                ]
+                weight = None if m is None else tf.cast(m, tf.float64)  # (B, 1)
+                opened = tf.cast(tf.stack(gates), tf.float64)  # (gates, B, units)
+                if weight is not None:
+                    opened = opened * weight
                 h = carry[0]
                 rows = tf.cast(tf.shape(h)[0], tf.float64) if m is None else tf.reduce_sum(weight)
-                updated["gate_sums"] = v["gate_sums"] + tf.stack(sums)
+                updated["gate_sums"] = v["gate_sums"] + opened
                 updated["count"] = v["count"] + rows * tf.cast(tf.shape(h)[-1], tf.float64)
             return (updated,)
 
@@ -545,26 +587,54 @@ class _TimeLoop:
         if self.collect:
             result.append(final["out"].stack())  # (T, B, units)
         if self.gates:
-            result += [final["gate_sums"], final["count"]]
+            result += [tf.reduce_sum(final["gate_sums"], axis=[1, 2]), final["count"]]
         saved = {"states": list(final["saved"])}
         if masked:
             saved["prev_out"] = final["saved_prev"]
         return result, saved
 
-    def transport(self, direction: tf.Tensor) -> tf.Tensor:
-        """``d (u . h_T) / d eps_t`` for every step t (T, B, units), ``u`` = ``direction``
-        (B, units): the backward loop alone, seeded at the last state, computing neither
-        the inputs' nor the weights' gradients."""
+    def transport(self) -> tf.Tensor:
+        """``d (u . h_T) / d eps_t`` for every step t (T, B, units), ``u`` the loop's
+        ``transport_seed``: the Jacobian products of the layer's own steps applied to u at
+        its last state, independent of the loss.
+
+        The gradient's backward loop computes it alongside the loss's gradient, from the
+        same recomputed steps (one more vector-Jacobian product per step), when the loss
+        depends on the layer; otherwise a backward loop of its own, seeded at the last
+        state, computes it (computing neither the inputs' nor the weights' gradients).
+        """
+        if self.transport_seed is None:
+            raise ValueError("this loop was built without a transport seed")
+        if self._transported is not None:
+            return self._transported
         step, readers, saved, init = self._ran
-        seed = [tf.cast(direction, init[0].dtype)] + [None] * len(init)
+        seed = [tf.cast(self.transport_seed, init[0].dtype)] + [None] * len(init)
         found = self._backward(step, readers, saved, init, seed, None, inputs=False, weights=False)
         return found["eps_h"]
 
-    def _backward(self, step, readers, saved, init, cotangents, variables, *, inputs, weights=None):
+    def _backward(
+        self,
+        step,
+        readers,
+        saved,
+        init,
+        cotangents,
+        variables,
+        *,
+        inputs,
+        weights=None,
+        transport_seed=None,
+    ):
         """The gradients of the loop's inputs from the cotangents of its outputs, by a
         loop over time from the last step to the first: always of the states and the
         eps's; of the layer's inputs if ``inputs``; of its weights (and ``variables``) if
-        ``weights`` (by default when the loop was built to). A dict of them by name."""
+        ``weights`` (by default when the loop was built to). A dict of them by name.
+
+        With ``transport_seed`` u (B, units), the same loop also carries a second set of
+        state cotangents, u at the last h and zero elsewhere, through the same recomputed
+        steps (a second vector-Jacobian product of each step, from the states only):
+        ``found["transport"]`` is then ``d (u . h_T) / d eps_h`` (T, B, units).
+        """
         steps, masked = self.steps, self.tmask is not None
         weights = self.weights if weights is None else weights
         variables = list(variables or []) if weights else []
@@ -591,6 +661,13 @@ class _TimeLoop:
             loop_vars["d_eps_c"] = _writer(init[-1], steps)
         wanted = [*weight_tensors, *variables]
         loop_vars["d_weights"] = tuple(tf.zeros(w.shape, w.dtype) for w in wanted)
+        transporting = transport_seed is not None
+        if transporting:
+            seed = tf.cast(transport_seed, init[0].dtype)
+            loop_vars["t_carry"] = (seed, *[tf.zeros_like(s) for s in init[1:]])
+            if masked:
+                loop_vars["t_prev"] = tf.zeros_like(init[0])
+            loop_vars["t_eps_h"] = _writer(init[0], steps)
 
         def body(v):
             t = steps - 1 - v["i"]
@@ -606,7 +683,9 @@ class _TimeLoop:
             # the weights as tensors of this loop body, so the tape sees them used
             held = [tf.identity(w) for w in weight_tensors]
             local = step.with_weights(held) if held else step
-            with tf.GradientTape(watch_accessed_variables=bool(variables)) as tape:
+            with tf.GradientTape(
+                persistent=transporting, watch_accessed_variables=bool(variables)
+            ) as tape:
                 tape.watch(sources + held)
                 carry, prev_out, out, _, _ = self._transition(
                     local, read, carry_before, prev_before
@@ -638,6 +717,24 @@ class _TimeLoop:
                 updated["d_prev"] = grads[k]
                 k += 1
             updated["d_weights"] = tuple(a + g for a, g in zip(v["d_weights"], grads[k:]))
+            if transporting:  # the same step's Jacobian, applied to the transport's cotangent
+                t_targets, t_outgoing = list(carry), list(v["t_carry"])
+                t_sources = [*carry_before, read["eps_h"]]
+                if masked:
+                    t_targets.append(prev_out)
+                    t_outgoing.append(v["t_prev"])
+                    t_sources.append(prev_before)
+                t_grads = tape.gradient(
+                    t_targets,
+                    t_sources,
+                    output_gradients=t_outgoing,
+                    unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                )
+                t_grads = [tf.convert_to_tensor(g) for g in t_grads]
+                updated["t_carry"] = tuple(t_grads[:n_states])
+                updated["t_eps_h"] = v["t_eps_h"].write(t, t_grads[n_states])
+                if masked:
+                    updated["t_prev"] = t_grads[n_states + 1]
             return (updated,)
 
         (final,) = tf.while_loop(
@@ -655,6 +752,8 @@ class _TimeLoop:
         }
         if "eps_c" in readers:
             found["eps_c"] = final["d_eps_c"].stack()
+        if transporting:
+            found["transport"] = final["t_eps_h"].stack()
         return found
 
 

@@ -16,12 +16,15 @@ $(STAMP): requirements-lock.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-## book: build the HTML book into _build/html, executing every notebook
+## book: build the HTML book into _build/html, executing every notebook (JOBS at a time,
+## default one per core: book/_ext/execute_book.py fills the build's execution cache first)
 book: $(STAMP) cache-check
+	$(BIN)/python book/_ext/execute_book.py $(if $(JOBS),--jobs $(JOBS))
 	$(BIN)/jupyter-book build .
 
 ## book-strict: the build CI runs: any warning, broken reference or failing cell fails it
 book-strict: $(STAMP) cache-check
+	$(BIN)/python book/_ext/execute_book.py $(if $(JOBS),--jobs $(JOBS))
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 ## pdf: the book as one PDF, _build/pdf/book.pdf (after `make book`; needs the chromium and
@@ -50,7 +53,7 @@ unit: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile tests --ignore=tests/site -m "not slow" --doctest-modules rnngrad
 
 notebooks: $(STAMP)
-	$(BIN)/pytest -q --nbmake --nbmake-timeout=300 book
+	$(BIN)/pytest -q -n auto --nbmake --nbmake-timeout=300 book
 
 ## site-test: the built site and the PDF in headless Chromium (needs `make book`, `make pdf`,
 ## and the chromium and poppler-utils packages)

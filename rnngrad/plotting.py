@@ -20,7 +20,9 @@ COLUMN_WIDTH: float = 6.0
 The HTML page shows a figure at its natural size when it is no wider than the column, so
 a figure made at this width (or narrower) keeps the font sizes of :func:`use_book_style`
 on screen; a wider one is scaled down, and its text with it. Two panels side by side
-therefore share this width, or are stacked."""
+therefore share this width, or are stacked. On a phone (a screen under 576 px) the page
+shows a figure at no less than 3/4 of its natural size, about 1 px per point, in a box
+of its own that scrolls sideways (``book/_static/chapters.css``)."""
 
 FIGURE_DPI: int = 100
 """Pixels per inch of a figure on screen (a 10-point label is 14 pixels high)."""

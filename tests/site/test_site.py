@@ -249,7 +249,8 @@ MEASURE = """() => {
     })).filter(e => e.width > e.room + 1);
     const images = [...main.querySelectorAll('img')].filter(shown).map(i => ({
         src: i.currentSrc || i.src, rendered: i.getBoundingClientRect().width,
-        natural: i.naturalWidth, where: where(i)}));
+        renderedHeight: i.getBoundingClientRect().height,
+        natural: i.naturalWidth, naturalHeight: i.naturalHeight, where: where(i)}));
     return {mathErrors, equations, code, images, column: Math.round(column),
             pageWidth: document.documentElement.scrollWidth, viewport: window.innerWidth};
 }"""
@@ -374,22 +375,41 @@ def _png_dpi(data: bytes) -> float:
     return 96.0
 
 
-@pytest.mark.parametrize("page", _check_params("figures-desktop"))
-def test_figures_are_shown_at_a_readable_scale(server, measured, page):
+def _figures(server, measured, page: str, width: str) -> None:
+    """Every figure on ``page`` at ``width``: at least MIN_PX_PER_POINT, and undistorted."""
     _require(page != "(no site built)", "no built site: run `make book` first")
-    small = []
-    for image in measured(page, WIDTHS["desktop"])["images"]:
+    small, distorted = [], []
+    for image in measured(page, WIDTHS[width])["images"]:
+        name = image["src"][:60] if image["src"].startswith("data:") else image["src"]
+        name = f"{name.rsplit('/', 1)[-1]} ({image['where']})"
+        if image["natural"] and image["naturalHeight"]:
+            shown = image["renderedHeight"] / image["rendered"]
+            drawn = image["naturalHeight"] / image["natural"]
+            if abs(shown / drawn - 1) > 0.02:  # a pixel of rounding at most
+                distorted.append(f"{name}: height/width {shown:.3f}, drawn {drawn:.3f}")
         points = _image_points(image["src"], server)
         if points is None:
             continue
         scale = image["rendered"] / points
         if scale < MIN_PX_PER_POINT:
-            name = image["src"][:60] if image["src"].startswith("data:") else image["src"]
-            small.append(f"{name.rsplit('/', 1)[-1]} ({image['where']}): {scale:.2f} px/pt")
+            small.append(f"{name}: {scale:.2f} px/pt")
     assert not small, (
-        f"{page}: figures shown below {MIN_PX_PER_POINT} px per point "
-        f"(9-pt text under 9 px): {small}"
+        f"{page} at {WIDTHS[width]} px: figures shown below {MIN_PX_PER_POINT} px per "
+        f"point (9-pt text under 9 px): {small}"
     )
+    assert not distorted, f"{page} at {WIDTHS[width]} px: figures out of shape: {distorted}"
+
+
+@pytest.mark.parametrize("page", _check_params("figures-desktop"))
+def test_figures_are_shown_at_a_readable_scale(server, measured, page):
+    _figures(server, measured, page, "desktop")
+
+
+@pytest.mark.parametrize("page", _check_params("figures-phone"))
+def test_figures_are_shown_at_a_readable_scale_on_a_phone(server, measured, page):
+    """At 390 px a figure keeps >= 1 px per point and scrolls in its own box: the page
+    itself does not scroll sideways (test_page_does_not_scroll_sideways_on_a_phone)."""
+    _figures(server, measured, page, "phone")
 
 
 # ----------------------------------------------------------------- the interactive figures

@@ -347,14 +347,17 @@ class _StockStep:
             inner = h_prev @ self.recurrent
             if self.recurrent_bias is not None:
                 inner = inner + self.recurrent_bias
-            r_z, r_r, r_h = inner[:, :units], inner[:, units : 2 * units], inner[:, 2 * units :]
+            # split, not sliced as in Keras's cell (the same values): under XLA the
+            # gradient of three slices of a batch of dynamic size cost more than the rest
+            # of the GRU's step (measured: a probe 2.7 times slower)
+            r_z, r_r, r_h = tf.split(inner, 3, axis=-1)
             z, r = self.gate_act(x_z + r_z), self.gate_act(x_r + r_r)
             candidate = self.act(x_h + r * r_h)
         else:
-            inner = h_prev @ self.recurrent[:, : 2 * units]
-            r_z, r_r = inner[:, :units], inner[:, units:]
+            gates_kernel, candidate_kernel = tf.split(self.recurrent, [2 * units, units], axis=1)
+            r_z, r_r = tf.split(h_prev @ gates_kernel, 2, axis=-1)
             z, r = self.gate_act(x_z + r_z), self.gate_act(x_r + r_r)
-            candidate = self.act(x_h + (r * h_prev) @ self.recurrent[:, 2 * units :])
+            candidate = self.act(x_h + (r * h_prev) @ candidate_kernel)
         return [z * h_prev + (1 - z) * candidate], [z, r]
 
 

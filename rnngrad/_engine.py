@@ -409,8 +409,7 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
         ]
         for call in recorder.calls if transport else []:
             # u . h_T back to this call's own eps_t only: its transport (see _replay)
-            g = call.transport()  # (T, B, units)
-            norms = tf.transpose(tf.norm(tf.cast(g, tf.float64), axis=-1))  # (B, T)
+            norms = tf.transpose(call.transport())  # (B, T)
             out["transport"].append(tf.reverse(norms, [1]) if call.backwards else norms)
         for call, group in zip(recorder.calls, grads):
             g = tf.transpose(tf.concat(group, axis=-1), [1, 0, 2])  # (B, T, width)

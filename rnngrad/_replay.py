@@ -108,7 +108,7 @@ class LayerCall:
     backwards: bool  # processed the sequence from its last step to its first
     perturbations: list[tf.Tensor]  # [eps_h] or [eps_h, eps_c], (T, B, units), processing order
     final_state: tf.Tensor  # (B, units): h after the last processed step
-    transport: Callable[[], tf.Tensor]  # d(u . h_T)/d eps_h (T, B, units), after the gradient
+    transport: Callable[[], tf.Tensor]  # ||d(u . h_T)/d eps_t|| (T, B) float64, after the gradient
     mask: tf.Tensor | None  # (B, T) bool in input time, True where the step counts
     gate_sums: tf.Tensor | None  # (gates,) sums of each gate over counted (b, t, unit)
     gate_count: tf.Tensor | None  # the number of (b, t, unit) entries summed
@@ -597,9 +597,9 @@ class _TimeLoop:
         return result, saved
 
     def transport(self) -> tf.Tensor:
-        """``d (u . h_T) / d eps_t`` for every step t (T, B, units), ``u`` the loop's
-        ``transport_seed``: the Jacobian products of the layer's own steps applied to u at
-        its last state, independent of the loss.
+        """``||d (u . h_T) / d eps_t||`` for every step t and example (T, B), in float64,
+        ``u`` the loop's ``transport_seed``: the norms of the Jacobian products of the
+        layer's own steps applied to u at its last state, independent of the loss.
 
         The gradient's backward loop computes it alongside the loss's gradient, from the
         same recomputed steps (one more vector-Jacobian product per step), when the loss
@@ -613,7 +613,7 @@ class _TimeLoop:
         step, readers, saved, init = self._ran
         seed = [tf.cast(self.transport_seed, init[0].dtype)] + [None] * len(init)
         found = self._backward(step, readers, saved, init, seed, None, inputs=False, weights=False)
-        return found["eps_h"]
+        return tf.norm(tf.cast(found["eps_h"], tf.float64), axis=-1)
 
     def _backward(
         self,
@@ -636,7 +636,8 @@ class _TimeLoop:
         With ``transport_seed`` u (B, units), the same loop also carries a second set of
         state cotangents, u at the last h and zero elsewhere, through the same recomputed
         steps (a second vector-Jacobian product of each step, from the states only):
-        ``found["transport"]`` is then ``d (u . h_T) / d eps_h`` (T, B, units).
+        ``found["transport"]`` is then the norm of ``d (u . h_T) / d eps_t`` (T, B), in
+        float64 (only the norms are kept: a smaller buffer to write at every step).
         """
         steps, masked = self.steps, self.tmask is not None
         weights = self.weights if weights is None else weights
@@ -670,7 +671,9 @@ class _TimeLoop:
             loop_vars["t_carry"] = (seed, *[tf.zeros_like(s) for s in init[1:]])
             if masked:
                 loop_vars["t_prev"] = tf.zeros_like(init[0])
-            loop_vars["t_eps_h"] = _writer(init[0], steps)
+            loop_vars["t_norms"] = tf.TensorArray(
+                tf.float64, size=steps, element_shape=init[0].shape[:1]
+            )
 
         def body(v):
             t = steps - 1 - v["i"]
@@ -735,7 +738,8 @@ class _TimeLoop:
                 )
                 t_grads = [tf.convert_to_tensor(g) for g in t_grads]
                 updated["t_carry"] = tuple(t_grads[:n_states])
-                updated["t_eps_h"] = v["t_eps_h"].write(t, t_grads[n_states])
+                norm = tf.norm(tf.cast(t_grads[n_states], tf.float64), axis=-1)  # (B,)
+                updated["t_norms"] = v["t_norms"].write(t, norm)
                 if masked:
                     updated["t_prev"] = t_grads[n_states + 1]
             return (updated,)
@@ -756,7 +760,7 @@ class _TimeLoop:
         if "eps_c" in readers:
             found["eps_c"] = final["d_eps_c"].stack()
         if transporting:
-            found["transport"] = final["t_eps_h"].stack()
+            found["transport"] = final["t_norms"].stack()
         return found
 
 

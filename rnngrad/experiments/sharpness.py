@@ -377,7 +377,7 @@ class SharpnessHistory(keras.callbacks.Callback):
     @property
     def updates_per_call(self) -> int | None:
         """The most updates a compiled call may run so that one ends at every update
-        measured at (see :func:`rnngrad.training.steps_per_execution`)."""
+        measured at (see ``rnngrad.training.steps_per_execution``)."""
         counts = [count for count in self.at_updates if count > 0]
         return math.gcd(*counts) if counts else None
 

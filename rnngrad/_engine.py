@@ -273,7 +273,7 @@ def _run_batch(model, layers, wrappers, names, spec, state, batch, jit_compile, 
     x_in, y_in = batch.x, batch.y
     directions = transport_directions(batch.size, layers) if transport else None
     specs = _specs(x_in, y_in, transport)
-    key = (spec.key, state, y_in is None, transport, gates, repr(specs))
+    key = (spec.key, state, y_in is None, transport, gates, repr(specs), structure_key(model))
     entry = _CACHE.setdefault(model, {}).setdefault(key, _ProbeEntry())
     entry.runs += 1
     want_xla = jit_compile is True
@@ -311,6 +311,16 @@ def _run_batch(model, layers, wrappers, names, spec, state, batch, jit_compile, 
             raise ValueError(mismatch)
         entry.graph.checked = True
     return result, entry.graph
+
+
+def structure_key(model: keras.Model) -> tuple:
+    """What a compiled probe of ``model`` depends on besides its inputs and loss: its
+    layers and which variables are trainable (read when the probe is traced). A layer
+    added or popped, or a layer frozen or unfrozen, gives a new key, so a new trace."""
+    return (
+        tuple(id(layer) for layer in model.layers),
+        tuple(id(variable) for variable in model.trainable_variables),
+    )
 
 
 def _specs(x: Any, y: Any, transport: bool) -> list:
@@ -709,7 +719,7 @@ def global_norm(
     total, count = None, 0
     for batch in batches:
         specs = _specs(batch.x, batch.y, False)
-        key = (spec.key, batch.y is None, repr(specs))
+        key = (spec.key, batch.y is None, repr(specs), structure_key(model))
         per_model = _NORM_CACHE.setdefault(model, {})
         if key not in per_model:
             per_model[key] = (_compile_gradients(model, spec, specs), spec.loss)

@@ -308,7 +308,7 @@ def _output_shape(model: keras.Model, xs: Any) -> tuple | None:
     batch = _batch_size(xs)
     shapes = tf.nest.map_structure(lambda a: tuple(a.shape[1:]), xs)
     known = _OUTPUT_SHAPES.setdefault(model, {})
-    key = repr(shapes)
+    key = (repr(shapes), tuple(id(layer) for layer in model.layers))
     if key not in known:
         known[key] = _computed_output_shape(model, xs)
     rest = known[key]

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -208,10 +207,9 @@ def _spec(loss: Any, source: str) -> LossSpec:
         sparse = "sparse" in type(loss).__name__.lower() or "sparse" in getattr(
             getattr(loss, "fn", None), "__name__", ""
         )
-        try:
-            key = ("object", json.dumps(keras.losses.serialize(loss), sort_keys=True, default=str))
-        except Exception:
-            key = ("id", id(loss))
+        # By identity (the object kept alive in the key): two Loss objects with the same
+        # config can compute different losses (a parameter get_config leaves out)
+        key = ("object", id(loss), loss)
         return LossSpec(label, source, loss, sparse, key)
     if callable(loss):
         name = getattr(loss, "__name__", type(loss).__name__)

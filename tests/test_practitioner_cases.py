@@ -291,3 +291,60 @@ def test_train_keeps_the_compiled_loss_and_refuses_datasets_clearly():
         rnngrad.training.train(model, dataset, None, epochs=1)
     assert rnngrad.global_gradient_norm is rnngrad.probes.global_gradient_norm
     assert rnngrad.gradient_profiles is rnngrad.probes.gradient_profiles
+
+
+# ---------------------------------------------------- compiled probes follow the model
+# (found by a practitioner review: a cached probe kept measuring what it was traced for)
+
+
+def _small_lstm():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 3))
+    hidden = keras.layers.LSTM(6, name="enc")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(1, name="head")(hidden))
+
+
+def test_two_loss_objects_with_the_same_config_are_not_confused():
+    class ScaledMSE(keras.losses.Loss):
+        def __init__(self, scale):
+            super().__init__(name="scaled_mse")
+            self.scale = scale  # left out of get_config, as custom losses often do
+
+        def call(self, y_true, y_pred):
+            return self.scale * tf.reduce_mean(tf.square(y_true - y_pred), axis=-1)
+
+    model = _small_lstm()
+    x = np.random.default_rng(0).normal(size=(4, 12, 3)).astype("float32")
+    y = np.ones((4, 1), "float32")
+    one = rnngrad.state_gradient_norms(model, x, y, loss=ScaledMSE(1.0))
+    ten = rnngrad.state_gradient_norms(model, x, y, loss=ScaledMSE(10.0))
+    np.testing.assert_allclose(ten, 10 * one, rtol=1e-5)
+
+
+def test_freezing_a_layer_changes_the_global_norm_as_keras_computes_it():
+    model = _small_lstm()
+    x = np.random.default_rng(1).normal(size=(4, 12, 3)).astype("float32")
+    y = np.ones((4, 1), "float32")
+    model.compile("sgd", "mse")
+    before = rnngrad.global_gradient_norm(model, x, y)
+    model.get_layer("enc").trainable = False
+    model.compile("sgd", "mse")
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x=x, y=y, y_pred=model(x))
+    expected = float(tf.linalg.global_norm(tape.gradient(loss, model.trainable_variables)))
+    after = rnngrad.global_gradient_norm(model, x, y)
+    assert abs(after - expected) < 1e-5 * expected
+    assert after < before
+    assert abs(rnngrad.diagnose(model, x, y).global_gradient_norm - expected) < 1e-5 * expected
+
+
+def test_a_layer_added_to_a_sequential_model_is_probed():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((12, 3)), keras.layers.LSTM(6, return_sequences=True)])
+    x = np.random.default_rng(2).normal(size=(4, 12, 3)).astype("float32")
+    first = rnngrad.state_gradient_norms(model, x, loss="mse", y=np.zeros((4, 12, 6)))
+    assert first.shape == (1, 12)
+    model.add(keras.layers.GRU(5))
+    model.add(keras.layers.Dense(1))
+    second = rnngrad.state_gradient_norms(model, x, np.zeros((4, 1), "float32"), loss="mse")
+    assert second.shape == (2, 12)

@@ -165,6 +165,7 @@ class ProbeRun:
     gate_means: list[dict[str, float] | None]
     jit_compile: bool  # whether XLA ran the probe
     non_finite: int = 0  # inf/NaN gradient entries
+    output_non_finite: int = 0  # examples whose output model(x) is not finite
     global_norm: float | None = None  # the optimizer's gradient norm, when measured in the pass
 
     def norms(self) -> np.ndarray:
@@ -609,6 +610,7 @@ class _Accumulator:
             self.rows.append(Row(name, layer, kind, cell_family(layer), backwards, int(units)))
         n = len(self.rows)
         self.spec, self.examples, self.non_finite = spec, 0, 0
+        self.output_non_finite = 0
         self.sums = [np.zeros(0) for _ in range(n)]
         self.counts = [np.zeros(0) for _ in range(n)]
         self.gradients = [[] for _ in range(n)] if keep_gradients else None
@@ -622,6 +624,8 @@ class _Accumulator:
 
     def add(self, result: dict, size: int) -> None:
         self.examples += size
+        outputs = np.asarray(result["y_pred"]).reshape(size, -1)
+        self.output_non_finite += int(np.count_nonzero(~np.all(np.isfinite(outputs), axis=1)))
         if self.weights_exact:
             grads = result["weight_gradients"]
             if not grads:  # this model's optimizer gradient is not the sum of the L_i's
@@ -681,6 +685,7 @@ class _Accumulator:
             gate_means=gate_means,
             jit_compile=jit,
             non_finite=self.non_finite,
+            output_non_finite=self.output_non_finite,
             global_norm=self._global_norm(),
         )
 

@@ -244,6 +244,17 @@ def diagnose(
     else:
         verdict, decay, reach = NO_SIGNAL, float("nan"), None
     notes = []
+    if run.output_non_finite:
+        # The states behind a non-finite output have overflowed: whatever the transport
+        # through them reads (a ReLU's zero slope at inf reads as vanishing), the model
+        # is past exploding.
+        verdict = "exploding"
+        notes.append(
+            f"the model's own output model(x) is not finite for {run.output_non_finite} of "
+            f"{run.examples} examples (activations that overflowed, as in a diverged run, or "
+            "an example masked at every step): the gradients are taken through non-finite "
+            "states, so the verdict is 'exploding' whatever the layers' rows read"
+        )
     if run.loss.source == "default":
         notes.append("the model is not compiled, so the loss is MSE; pass loss= to choose")
     report = DiagnosisReport(

@@ -348,3 +348,20 @@ def test_a_layer_added_to_a_sequential_model_is_probed():
     model.add(keras.layers.Dense(1))
     second = rnngrad.state_gradient_norms(model, x, np.zeros((4, 1), "float32"), loss="mse")
     assert second.shape == (2, 12)
+
+
+def test_a_model_whose_output_overflowed_is_diagnosed_exploding():
+    # A ReLU RNN with a recurrent gain of 50: finite weights, an output that overflows
+    # (the state of a diverged run). Its transport through inf states reads as vanishing.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((30, 2))
+    hidden = keras.layers.SimpleRNN(
+        16, activation="relu", recurrent_initializer=keras.initializers.Orthogonal(gain=50.0)
+    )(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    x = np.abs(np.random.default_rng(3).normal(size=(8, 30, 2))).astype("float32") + 1.0
+    y = np.zeros((8, 1), "float32")
+    assert not np.all(np.isfinite(model(x).numpy()))
+    report = rnngrad.diagnose(model, x, y, loss="mse")
+    assert report.verdict == "exploding"
+    assert any("not finite" in note for note in report.notes)

@@ -40,9 +40,12 @@ class LossSpec:
     @property
     def mean_of_examples(self) -> bool:
         """Whether Keras reduces this loss to the mean of the per-example L_i (without a
-        mask): functions and losses with the default reduction do."""
+        mask): functions and losses with the default reduction do, unless the loss masks
+        entries itself (``ignore_class``: Keras then divides by the entries kept)."""
         if self.loss is None or not isinstance(self.loss, keras.losses.Loss):
             return True
+        if getattr(self.loss, "_fn_kwargs", {}).get("ignore_class") is not None:
+            return False
         return getattr(self.loss, "reduction", None) in ("sum_over_batch_size", "mean")
 
     def describe(self) -> str:

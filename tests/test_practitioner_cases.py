@@ -365,3 +365,21 @@ def test_a_model_whose_output_overflowed_is_diagnosed_exploding():
     report = rnngrad.diagnose(model, x, y, loss="mse")
     assert report.verdict == "exploding"
     assert any("not finite" in note for note in report.notes)
+
+
+def test_diagnose_global_norm_with_ignore_class_is_the_optimizers():
+    # Keras averages an ignore_class loss over the entries it keeps, not over examples:
+    # the same-pass shortcut does not apply, and the norm must still be Keras's.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((10, 3))
+    hidden = keras.layers.GRU(6)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4)(hidden))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0)
+    model.compile("sgd", loss)
+    x = np.random.default_rng(4).normal(size=(8, 10, 3)).astype("float32")
+    y = np.array([0, 0, 0, 1, 2, 3, 1, 2])
+    with tf.GradientTape() as tape:
+        value = model.compute_loss(x=x, y=y, y_pred=model(x))
+    expected = float(tf.linalg.global_norm(tape.gradient(value, model.trainable_variables)))
+    got = rnngrad.diagnose(model, x, y).global_gradient_norm
+    assert abs(got - expected) < 1e-5 * expected

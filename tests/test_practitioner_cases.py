@@ -297,6 +297,13 @@ def test_train_keeps_the_compiled_loss_and_refuses_datasets_clearly():
 # (found by a practitioner review: a cached probe kept measuring what it was traced for)
 
 
+def _keras_global_norm(model, x, y):
+    """The norm of the gradient Keras's optimizer would see (compiled loss)."""
+    with tf.GradientTape() as tape:
+        value = model.compute_loss(x=x, y=y, y_pred=model(x))
+    return float(tf.linalg.global_norm(tape.gradient(value, model.trainable_variables)))
+
+
 def _small_lstm():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((12, 3))
@@ -329,9 +336,7 @@ def test_freezing_a_layer_changes_the_global_norm_as_keras_computes_it():
     before = rnngrad.global_gradient_norm(model, x, y)
     model.get_layer("enc").trainable = False
     model.compile("sgd", "mse")
-    with tf.GradientTape() as tape:
-        loss = model.compute_loss(x=x, y=y, y_pred=model(x))
-    expected = float(tf.linalg.global_norm(tape.gradient(loss, model.trainable_variables)))
+    expected = _keras_global_norm(model, x, y)
     after = rnngrad.global_gradient_norm(model, x, y)
     assert abs(after - expected) < 1e-5 * expected
     assert after < before
@@ -378,8 +383,6 @@ def test_diagnose_global_norm_with_ignore_class_is_the_optimizers():
     model.compile("sgd", loss)
     x = np.random.default_rng(4).normal(size=(8, 10, 3)).astype("float32")
     y = np.array([0, 0, 0, 1, 2, 3, 1, 2])
-    with tf.GradientTape() as tape:
-        value = model.compute_loss(x=x, y=y, y_pred=model(x))
-    expected = float(tf.linalg.global_norm(tape.gradient(value, model.trainable_variables)))
+    expected = _keras_global_norm(model, x, y)
     got = rnngrad.diagnose(model, x, y).global_gradient_norm
     assert abs(got - expected) < 1e-5 * expected

@@ -730,8 +730,15 @@ def global_norm(
             per_model[key] = (_compile_gradients(model, spec, specs), spec.loss)
         function = per_model[key][0]
         args = [batch.x] if batch.y is None else [batch.x, batch.y]
-        with quiet_retracing_warnings():
-            grads = [g.numpy().astype(np.float64) * batch.size for g in function(*args)]
+        try:
+            with quiet_retracing_warnings():
+                values = function(*args)
+        except tf.errors.OpError as err:  # e.g. ids outside an Embedding's vocabulary
+            raise ValueError(
+                f"the gradient of model {model.name!r} could not be computed on x: "
+                f"{_op_error_cause(err)}"
+            ) from err
+        grads = [g.numpy().astype(np.float64) * batch.size for g in values]
         total = grads if total is None else [a + b for a, b in zip(total, grads)]
         count += batch.size
     squares = sum(float(np.sum(np.square(g / count))) for g in total)

@@ -386,3 +386,12 @@ def test_diagnose_global_norm_with_ignore_class_is_the_optimizers():
     expected = _keras_global_norm(model, x, y)
     got = rnngrad.diagnose(model, x, y).global_gradient_norm
     assert abs(got - expected) < 1e-5 * expected
+
+
+def test_global_norm_refuses_ids_outside_the_vocabulary_clearly():
+    inputs = keras.Input((6,), dtype="int32")
+    hidden = keras.layers.LSTM(4)(keras.layers.Embedding(20, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    x = np.full((2, 6), 25, "int32")  # every id beyond the 20-word vocabulary
+    with pytest.raises(ValueError, match="could not be computed"):
+        global_gradient_norm(model, x, np.zeros((2, 1), "float32"), loss="mse")

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rnngrad._inputs import check_model, prepare_batches
+from rnngrad._inputs import check_model, prepare_batches, structure_key
 from rnngrad._losses import LossSpec, resolve_loss
 from rnngrad._replay import (
     ProbeRefusal,
@@ -312,16 +312,6 @@ def _run_batch(model, layers, wrappers, names, spec, state, batch, jit_compile, 
             raise ValueError(mismatch)
         entry.graph.checked = True
     return result, entry.graph
-
-
-def structure_key(model: keras.Model) -> tuple:
-    """What a compiled probe of ``model`` depends on besides its inputs and loss: its
-    layers and which variables are trainable (read when the probe is traced). A layer
-    added or popped, or a layer frozen or unfrozen, gives a new key, so a new trace."""
-    return (
-        tuple(id(layer) for layer in model.layers),
-        tuple(id(variable) for variable in model.trainable_variables),
-    )
 
 
 def _specs(x: Any, y: Any, transport: bool) -> list:

@@ -303,12 +303,22 @@ def _check_one(name: str, value: Any, spec: Any, model: keras.Model) -> np.ndarr
 _OUTPUT_SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def structure_key(model: keras.Model) -> tuple:
+    """What a cached result about ``model`` (a compiled probe, its output shape) depends
+    on besides the inputs and the loss: its layers and which variables are trainable. A
+    layer added or popped, or a layer frozen or unfrozen, gives a new key."""
+    return (
+        tuple(id(layer) for layer in model.layers),
+        tuple(id(variable) for variable in model.trainable_variables),
+    )
+
+
 def _output_shape(model: keras.Model, xs: Any) -> tuple | None:
     """The output's shape for this batch; None entries where it cannot be known."""
     batch = _batch_size(xs)
     shapes = tf.nest.map_structure(lambda a: tuple(a.shape[1:]), xs)
     known = _OUTPUT_SHAPES.setdefault(model, {})
-    key = (repr(shapes), tuple(id(layer) for layer in model.layers))
+    key = (repr(shapes), structure_key(model))
     if key not in known:
         known[key] = _computed_output_shape(model, xs)
     rest = known[key]

@@ -72,8 +72,7 @@ def main() -> int:
         wanted = {Path(name).resolve() for name in args.only}
         paths = [path for path in paths if path.resolve() in wanted]
     records = [cache.add_nb_to_project(str(path)) for path in paths]
-    cached = {record.pk for record in records if _is_cached(cache, record.uri)}
-    todo = [record for record in records if record.pk not in cached]
+    todo = cache.list_unexecuted(filter_pks=[record.pk for record in records])
     if not todo:
         print(f"execute_book: all {len(records)} notebooks are cached")
         return 0
@@ -97,13 +96,6 @@ def main() -> int:
         record = cache.get_project_record(uri)
         print(f"\n{_name(uri)} failed:\n{record.traceback or '(no traceback)'}", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _is_cached(cache, uri: str) -> bool:
-    try:
-        return cache.get_cached_project_nb(uri) is not None
-    except KeyError:
-        return False
 
 
 def _name(uri: str) -> str:

@@ -167,6 +167,8 @@ class ProbeRun:
     non_finite: int = 0  # inf/NaN gradient entries
     output_non_finite: int = 0  # examples whose output model(x) is not finite
     global_norm: float | None = None  # the optimizer's gradient norm, when measured in the pass
+    # the optimizer's gradient (model.trainable_variables' order), when measured in the pass
+    weight_gradients: list[np.ndarray] | None = None
 
     def norms(self) -> np.ndarray:
         """(rows, T): mean over the examples in which step t counts; NaN where none does."""
@@ -677,13 +679,19 @@ class _Accumulator:
             non_finite=self.non_finite,
             output_non_finite=self.output_non_finite,
             global_norm=self._global_norm(),
+            weight_gradients=self._weight_gradients(),
         )
 
-    def _global_norm(self) -> float | None:
+    def _weight_gradients(self) -> list[np.ndarray] | None:
         if not self.weights_exact or self.weight_sums is None:
             return None
-        squares = sum(float(np.sum(np.square(g / self.examples))) for g in self.weight_sums)
-        return math.sqrt(squares)
+        return [g / self.examples for g in self.weight_sums]
+
+    def _global_norm(self) -> float | None:
+        gradients = self._weight_gradients()
+        if gradients is None:
+            return None
+        return math.sqrt(sum(float(np.sum(np.square(g))) for g in gradients))
 
 
 def _grow_add(store: list[np.ndarray], index: int, values: np.ndarray) -> None:

@@ -278,3 +278,72 @@ def test_auto_keeps_the_exact_kernels_while_the_weights_change(monkeypatch):
         assert _engine.run_probe(model, x, y).jit_compile is False
     (entry,) = _engine._CACHE[model].values()
     assert entry.xla is None
+
+
+def _weights_gradient_models():
+    """Plain Keras models covering every tap of the stock steps (biases or none, both GRU
+    variants, both directions, masks, embeddings, stacks, float64)."""
+    seq = keras.Input((12, 3))
+    masked = keras.layers.Masking(0.0)(seq)
+    tokens = keras.Input((12,), dtype="int32")
+    embedded = keras.layers.Embedding(20, 5, mask_zero=True)(tokens)
+    cases = {
+        "simple": keras.Sequential([seq, keras.layers.SimpleRNN(6), keras.layers.Dense(1)]),
+        "lstm no bias, gru v1": keras.Sequential(
+            [
+                seq,
+                keras.layers.LSTM(6, use_bias=False, return_sequences=True),
+                keras.layers.GRU(5, reset_after=False),
+                keras.layers.Dense(1),
+            ]
+        ),
+        "gru backwards": keras.Sequential(
+            [seq, keras.layers.GRU(6, go_backwards=True), keras.layers.Dense(1)]
+        ),
+        "masked bidirectional": keras.Model(
+            seq,
+            keras.layers.Dense(1)(
+                keras.layers.Bidirectional(keras.layers.LSTM(4), merge_mode="sum")(masked)
+            ),
+        ),
+        "embedding classifier": keras.Model(
+            tokens,
+            keras.layers.Dense(3)(
+                keras.layers.Bidirectional(keras.layers.GRU(4, reset_after=False))(embedded)
+            ),
+        ),
+    }
+    return cases
+
+
+@pytest.mark.parametrize("name", list(_weights_gradient_models()))
+def test_the_weights_gradient_of_the_diagnose_pass_is_keras_gradient_per_variable(name):
+    # diagnose's global norm comes from weight gradients built after the backward loop
+    # from each step's tapped products: every variable must equal Keras's own gradient
+    model = _weights_gradient_models()[name]
+    rng = np.random.default_rng(3)
+    if name == "embedding classifier":
+        x = rng.integers(1, 20, size=(8, 12)).astype("int32")
+        x[:3, :4] = 0  # left padding
+        y = rng.integers(0, 3, size=(8,))
+        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    else:
+        x = rng.normal(size=(8, 12, 3)).astype("float32")
+        x[:2, 8:] = 0.0  # right padding (masked where a Masking layer reads it)
+        y = rng.normal(size=(8, 1)).astype("float32")
+        model.compile(loss="mse")
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=False))
+    expected = tape.gradient(loss, model.trainable_variables)
+    run = _engine.run_probe(model, x, y, transport=True, jit_compile=False)
+    assert run.weight_gradients is not None
+    assert len(run.weight_gradients) == len(expected)
+    for variable, ours, theirs in zip(model.trainable_variables, run.weight_gradients, expected):
+        theirs = np.asarray(tf.convert_to_tensor(theirs), np.float64)
+        scale = np.max(np.abs(theirs)) or 1.0
+        error = np.max(np.abs(ours - theirs)) / scale
+        assert error < 1e-5, f"{variable.path}: relative error {error:.2e}"
+    xla = _engine.run_probe(model, x, y, transport=True, jit_compile=True)
+    for ours, theirs in zip(xla.weight_gradients, expected):
+        theirs = np.asarray(tf.convert_to_tensor(theirs), np.float64)
+        assert np.max(np.abs(ours - theirs)) <= 1e-4 * (np.max(np.abs(theirs)) or 1.0)

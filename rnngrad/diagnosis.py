@@ -109,8 +109,8 @@ class DiagnosisReport:
     """What :func:`diagnose` found. ``to_dict``/``to_json`` give the CLI's JSON."""
 
     verdict: str
-    decay_per_step: float  # of the worst layer
-    horizon: int | None  # of the worst layer
+    decay_per_step: float  # of the worst layer (NaN when the output is not finite)
+    horizon: int | None  # of the worst layer (None when the output is not finite)
     sequence_length: int
     batch_size: int  # examples measured
     loss: str
@@ -247,13 +247,15 @@ def diagnose(
     if run.output_non_finite:
         # The states behind a non-finite output have overflowed: whatever the transport
         # through them reads (a ReLU's zero slope at inf reads as vanishing), the model
-        # is past exploding.
-        verdict = "exploding"
+        # is past exploding. The rows' decay and horizon were read through those states,
+        # so the report gives none.
+        verdict, decay, reach = "exploding", float("nan"), None
         notes.append(
             f"the model's own output model(x) is not finite for {run.output_non_finite} of "
             f"{run.examples} examples (activations that overflowed, as in a diverged run, or "
             "an example masked at every step): the gradients are taken through non-finite "
-            "states, so the verdict is 'exploding' whatever the layers' rows read"
+            "states, so the verdict is 'exploding' whatever the layers' rows read, and "
+            "the report gives no decay rate or horizon"
         )
     if run.loss.source == "default":
         notes.append("the model is not compiled, so the loss is MSE; pass loss= to choose")

@@ -459,6 +459,8 @@ class _TimeLoop:
         m = tf.expand_dims(read["mask"], -1) if "mask" in read else None  # (B, 1)
         if m is not None:  # a masked step carries every state
             new = [tf.where(m, n, c) for n, c in zip(new, carry)]
+            if eps_c is not None:  # as eps_h: perturb the carried c too, so dL/d eps_c
+                new[1] = tf.where(m, new[1], new[1] + eps_c)  # is dL/dc there as well
         h = new[0] + read["eps_h"]
         out = h
         if m is not None:

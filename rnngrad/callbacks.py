@@ -120,7 +120,10 @@ class GradientHistory(keras.callbacks.Callback):
         The loss to differentiate, as for :func:`rnngrad.probes.state_gradient_norms`;
         ``None`` is the loss the model is compiled (trained) with.
     every_n_batches : int or None, default None
-        Also measure after every this many updates (counted across epochs).
+        Also measure after every this many updates (counted across epochs). A model
+        compiled with ``steps_per_execution`` > 1 reports only every that many updates:
+        then it measures at the first report at or after each multiple (``steps`` says
+        which update).
 
     Attributes
     ----------
@@ -257,8 +260,10 @@ class GradientHistory(keras.callbacks.Callback):
         """Count updates; measure every ``every_n_batches`` of them."""
         # a compiled call may run several updates: the optimizer counts them
         made = updates_made(self.model)
+        before = self._step
         self._step = self._step + 1 if made is None else made - self._first_update
-        if self.every_n_batches and self._step % self.every_n_batches == 0:
+        n = self.every_n_batches
+        if n and self._step // n > before // n:  # a multiple of n was reached or passed
             self._take()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

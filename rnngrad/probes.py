@@ -185,7 +185,8 @@ def state_gradients(
         One array per row, shape ``(N, T, width)`` for all N examples given, in input
         time, where ``width`` is the layer's units (twice that for an LSTM with
         ``state="all"``). Entry ``[i]`` is the gradient of example i's own loss;
-        masked steps hold the gradient with respect to the carried state.
+        masked steps hold the gradient with respect to the carried state (h, and c for
+        an LSTM with ``state="c"`` or ``"all"``).
 
     Examples
     --------

@@ -25,6 +25,19 @@ def tape_global_norm(model, x, y, loss_fn):
     return float(np.sqrt(sum(np.sum(np.asarray(g, dtype=np.float64) ** 2) for g in grads)))
 
 
+def test_every_n_batches_with_several_updates_per_compiled_call(data):
+    # Keras reports every third update (steps_per_execution=3): with every_n_batches=2
+    # the measurements land on the first report at or after each multiple of 2
+    x, y = data
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 2))
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GRU(4)(inputs)))
+    model.compile(optimizer="sgd", loss="mse", steps_per_execution=3)
+    history = GradientHistory(x[:8], y[:8], every_n_batches=2)
+    model.fit(x, y, epochs=2, batch_size=16, callbacks=[history], verbose=0)  # 8 per epoch
+    assert history.steps == [0, 3, 6, 8, 11, 14, 16]
+
+
 def test_records_before_training_and_after_every_epoch(data):
     x, y = data
     model = rnngrad.build_rnn("gru", 6, input_dim=2, seed=2)

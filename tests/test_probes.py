@@ -295,3 +295,50 @@ def test_global_gradient_norm_equals_a_tape_over_the_weights():
     grads = tape.gradient(loss, model.trainable_variables)
     expected = np.sqrt(sum(float(tf.reduce_sum(g.numpy().astype(np.float64) ** 2)) for g in grads))
     assert rnngrad.probes.global_gradient_norm(model, x, y) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("backwards", [False, True])
+def test_masked_lstm_cell_state_gradients_are_those_of_the_carried_state(backwards):
+    # Reference: Keras's LSTM equations in float64, eps_c added to c_t before h_t is formed
+    # at a step that runs, and to the carried c at a masked step (as eps_h to the carried
+    # h); examples masked in the middle (2, 3: leading steps) and at the end (0, 1)
+    steps, units = 9, 4
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(5, steps, 3))
+    mask = np.ones((5, steps), bool)
+    mask[:2, 6:] = False
+    mask[2:4, :3] = False
+    x[~mask] = 0.0
+    y = rng.normal(size=(5, 1))
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((steps, 3), dtype="float64")
+    lstm = keras.layers.LSTM(
+        units, go_backwards=backwards, bias_initializer="random_normal", dtype="float64"
+    )
+    dense = keras.layers.Dense(1, dtype="float64")
+    model = keras.Model(inputs, dense(lstm(keras.layers.Masking(dtype="float64")(inputs))))
+    model.compile(loss="mse")
+    cell = lstm.cell
+    order = range(steps - 1, -1, -1) if backwards else range(steps)
+    with tf.GradientTape(persistent=True) as tape:
+        h = c = output = tf.zeros((5, units), tf.float64)
+        perturbations = {}
+        for t in order:
+            z = x[:, t] @ cell.kernel + h @ cell.recurrent_kernel + cell.bias
+            zi, zf, zc, zo = tf.split(z, 4, axis=-1)
+            eps_h, eps_c = tf.zeros_like(h), tf.zeros_like(c)
+            tape.watch([eps_h, eps_c])
+            perturbations[t] = (eps_h, eps_c)
+            c_new = tf.sigmoid(zf) * c + tf.sigmoid(zi) * tf.tanh(zc) + eps_c
+            h_new = tf.sigmoid(zo) * tf.tanh(c_new)
+            runs = mask[:, t : t + 1]
+            c = tf.where(runs, c_new, c + eps_c)
+            h = tf.where(runs, h_new, h) + eps_h
+            output = tf.where(runs, h, output)  # a masked step repeats the last output
+        loss = tf.reduce_sum(tf.reduce_mean(tf.square(dense(output) - y), axis=-1))
+    expected = np.zeros((5, steps, 2 * units))
+    for t, (eps_h, eps_c) in perturbations.items():
+        expected[:, t] = np.concatenate(tape.gradient(loss, [eps_h, eps_c]), axis=-1)
+    (probe,) = state_gradients(model, x, y, state="all")
+    assert np.abs(expected[~mask][:, units:]).max() > 0  # the carried c matters later
+    assert np.max(np.abs(probe - expected)) < 1e-9 * np.max(np.abs(expected))

@@ -279,8 +279,8 @@ def _check_one(name: str, value: Any, spec: Any, model: keras.Model) -> np.ndarr
         )
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         raise ValueError(f"{name} must hold finite numbers; it contains inf or NaN")
-    if spec is None:
-        dtype = "int32" if np.issubdtype(array.dtype, np.integer) else "float32"
+    if spec is None:  # a subclassed model declares no inputs: its own precision
+        dtype = "int32" if np.issubdtype(array.dtype, np.integer) else _float_dtype(model)
         return array.astype(dtype, copy=False)
     expected = tuple(spec.shape)
     shown = "(" + ", ".join("B" if i == 0 else str(d) for i, d in enumerate(expected)) + ")"
@@ -398,7 +398,17 @@ def check_targets(model: keras.Model, xs: Any, y: Any, spec: LossSpec) -> np.nda
             raise ValueError(f"y must have the model's output shape {out}, got {array.shape}")
     if np.issubdtype(array.dtype, np.floating) or array.dtype == bool:
         outputs = _model_outputs(model)
-        output_dtype = keras.backend.standardize_dtype(outputs[0].dtype) if outputs else None
-        dtype = "float64" if output_dtype == "float64" else "float32"  # as precise as the model
+        if outputs:
+            output_dtype = keras.backend.standardize_dtype(outputs[0].dtype)
+            dtype = "float64" if output_dtype == "float64" else "float32"  # as the model
+        else:  # a subclassed model: its own precision
+            dtype = _float_dtype(model)
         return array.astype(dtype, copy=False)
     return array
+
+
+def _float_dtype(model: keras.Model) -> str:
+    """float64 for a model that computes in float64 (its dtype policy), else float32:
+    arrays are never rounded below the model's own precision."""
+    compute = keras.backend.standardize_dtype(getattr(model, "compute_dtype", None) or "float32")
+    return "float64" if compute == "float64" else "float32"

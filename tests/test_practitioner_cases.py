@@ -12,6 +12,7 @@ import tensorflow as tf
 import rnngrad
 from rnngrad.cli import main
 from rnngrad.probes import global_gradient_norm, gradient_profiles, state_gradient_norms
+from tests.oracles import chain, keras_per_example, relative_error, unrolled_state_gradients
 
 RNG = np.random.default_rng(5)
 X = RNG.normal(size=(8, 10, 3)).astype("float32")
@@ -395,3 +396,32 @@ def test_global_norm_refuses_ids_outside_the_vocabulary_clearly():
     x = np.full((2, 6), 25, "int32")  # every id beyond the 20-word vocabulary
     with pytest.raises(ValueError, match="could not be computed"):
         global_gradient_norm(model, x, np.zeros((2, 1), "float32"), loss="mse")
+
+
+class _Float64Subclass(keras.Model):
+    def __init__(self):
+        super().__init__(dtype="float64", name="float64_subclass")
+        self.recurrent = keras.layers.GRU(6, dtype="float64")
+        self.head = keras.layers.Dense(1, dtype="float64")
+
+    def call(self, x, training=False):
+        return self.head(self.recurrent(x))
+
+
+def test_a_float64_subclassed_model_gets_its_data_in_float64():
+    # a subclassed model declares no inputs: x and y must not be rounded to float32
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 12, 3)), rng.normal(size=(8, 1))
+    keras.utils.set_random_seed(0)
+    model = _Float64Subclass()
+    model(x)
+    loss_object = keras.losses.MeanSquaredError(dtype="float64")  # Keras's default: float32
+    model.compile(loss=loss_object)
+    oracle = unrolled_state_gradients(chain(model), x, y, keras_per_example(loss_object))[0]
+    expected = np.linalg.norm(oracle, axis=-1).mean(axis=0)
+    assert relative_error(rnngrad.state_gradient_norms(model, x, y)[0], expected) < 1e-12
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=False))
+    grads = tape.gradient(loss, model.trainable_variables)
+    keras_norm = float(tf.linalg.global_norm(grads))
+    assert rnngrad.global_gradient_norm(model, x, y) == pytest.approx(keras_norm, rel=1e-12)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import time
 import warnings
@@ -86,6 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         metavar="VERDICTS",
         help="comma-separated verdicts (vanishing,exploding) that make the exit status 1",
+    )
+    diagnose.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module before loading (repeatable): the module that defines and "
+        "registers the model's custom layers or cells (@keras.saving."
+        "register_keras_serializable); looked up from the current directory too",
     )
     diagnose.add_argument(
         "--unsafe",
@@ -167,6 +178,7 @@ def _diagnose_command(args: argparse.Namespace) -> int:
 
     from rnngrad.diagnosis import diagnose
 
+    _import_modules(args.imports)
     model, load_note = _load_model(path, unsafe=args.unsafe)
     x, y, source = _inputs(model, args, np)
     loss = _loss(args)
@@ -226,12 +238,44 @@ def _load_model(path: Path, *, unsafe: bool) -> tuple[Any, str | None]:
                 f"{path} contains a Lambda layer, which runs code stored in the file; "
                 "rerun with --unsafe if you trust it"
             ) from None
+        missing = _unregistered_class(str(err))
+        if missing is not None:
+            name, module = missing
+            raise CliError(
+                f"cannot load {path}: it uses the custom class {name!r}, which is not "
+                f"registered in this process; pass --import {module or 'MODULE'} (the module "
+                "that defines it with @keras.saving.register_keras_serializable)"
+            ) from None
         raise CliError(f"cannot load {path} as a Keras model: {str(err).splitlines()[0]}") from None
     except (OSError, zipfile.BadZipFile, KeyError) as err:
         raise CliError(f"{path} is not a valid Keras archive: {err}") from None
     if not isinstance(model, keras.Model):
         raise CliError(f"{path} does not hold a Keras model")
     return model, note
+
+
+def _import_modules(names: list[str]) -> None:
+    """Import the modules that register the model's custom objects, from the current
+    directory too (as ``python -m`` would)."""
+    import importlib
+
+    if names and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # any failure while importing user code: one line
+            raise CliError(f"--import {name}: {type(err).__name__}: {err}") from None
+
+
+def _unregistered_class(text: str) -> tuple[str, str | None] | None:
+    """(class name, its module) when Keras could not locate a custom class, else None."""
+    found = re.search(r"Could not locate class '([^']+)'", text)
+    if found is None:
+        return None
+    name = found.group(1)
+    module = re.search(r"\{'module': '([^']+)', 'class_name': '" + re.escape(name) + "'", text)
+    return name, module.group(1) if module else None
 
 
 def _needs_unsafe(err: Exception) -> bool:

@@ -171,3 +171,50 @@ def test_usage_errors_answer_without_importing_tensorflow(files, args):
         [sys.executable, "-c", probe, *args], cwd=files, capture_output=True, text=True
     )
     assert result.returncode == 2, result.stderr
+
+
+CUSTOM_CELL_MODULE = """
+import keras
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class HalfCell(keras.layers.Layer):
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = self.state_size = units
+
+    def build(self, shape):
+        self.kernel = self.add_weight(shape=(shape[-1], self.units))
+        self.recurrent = self.add_weight(shape=(self.units, self.units))
+
+    def call(self, x, states):
+        h = 0.5 * keras.ops.tanh(x @ self.kernel + states[0] @ self.recurrent)
+        return h, [h]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+"""
+
+
+def test_a_custom_cell_needs_its_module_imported_and_the_error_names_it(tmp_path):
+    (tmp_path / "halfcells.py").write_text(CUSTOM_CELL_MODULE)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import halfcells
+    finally:
+        sys.path.remove(str(tmp_path))
+    inputs = keras.Input((10, 2))
+    hidden = keras.layers.RNN(halfcells.HalfCell(4))(inputs)
+    keras.Model(inputs, keras.layers.Dense(1)(hidden)).save(tmp_path / "custom.keras")
+    missing = run_fresh("diagnose", "custom.keras", cwd=tmp_path)
+    assert missing.returncode == 2
+    lines = missing.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'HalfCell'" in lines[0] and "--import halfcells" in lines[0]
+    found = run_fresh("diagnose", "custom.keras", "--import", "halfcells", "--json", cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["layers"][0]["cell"] == "custom"
+
+
+def test_an_import_that_fails_is_one_line(files, run):
+    wrong = run("diagnose", "vanishing.keras", "--import", "no_such_module", cwd=files)
+    assert wrong.returncode == 2 and wrong.stderr.startswith("rnngrad: error: --import no_such")

@@ -128,11 +128,28 @@ def _dataset_batches(model, dataset, spec_for, batch_size):
     def batches() -> Iterator[Batch]:
         for element in _chain_first(first, iterator):
             xb, yb = split(element)
-            xb = check_inputs(model, tf.nest.map_structure(_numpy, xb))
+            xb = tf.nest.map_structure(_numpy, xb)
+            try:
+                xb = check_inputs(model, xb)
+            except ValueError as err:
+                raise ValueError(f"{err}{_unbatched_hint(model, xb)}") from None
             yb = None if yb is None else check_targets(model, xb, _numpy(yb), spec)
             yield from _slices(xb, yb, batch_size)
 
     return spec, batches()
+
+
+def _unbatched_hint(model: keras.Model, xb: Any) -> str:
+    """A hint when a dataset's element has one dimension fewer than the model's input:
+    single examples, not batches."""
+    inputs = getattr(model, "inputs", None) or []
+    parts = tf.nest.flatten(xb)
+    if inputs and parts and len(np.shape(parts[0])) == len(inputs[0].shape) - 1:
+        return (
+            "; the dataset's elements look like single examples: batch it first, "
+            "e.g. dataset.batch(32)"
+        )
+    return ""
 
 
 def _chain_first(first, rest):

@@ -42,6 +42,14 @@ def test_sample_weights_in_a_dataset_are_refused():
         state_gradient_norms(model, dataset)
 
 
+def test_an_unbatched_dataset_is_refused_with_the_fix():
+    model = keras.Sequential([keras.Input((10, 3)), keras.layers.GRU(4), keras.layers.Dense(1)])
+    dataset = tf.data.Dataset.from_tensor_slices((X, Y))  # single examples
+    with pytest.raises(ValueError, match=r"got \(10, 3\).*dataset.batch\(32\)"):
+        state_gradient_norms(model, dataset)
+    state_gradient_norms(model, dataset.batch(4))  # batched: measured
+
+
 def test_an_elementwise_loss_on_a_masked_sequence_is_masked_as_keras_masks_it():
     def squared(a, b):
         return tf.square(a - b)  # (B, T, 1): Keras squeezes it to the mask's rank

@@ -99,7 +99,8 @@ class LayerReport:
     spectral_radius: dict[str, float] = field(default_factory=dict)  # per gate block of W_h
     sigma_max: dict[str, float] = field(default_factory=dict)
     sigma_min: dict[str, float] = field(default_factory=dict)
-    gates: dict[str, float] | None = None  # mean gate openings (LSTM: i, f, o; GRU: z, r)
+    # mean gate openings (LSTM: i, f, o; GRU: z, r) of Keras's own cells; None otherwise
+    gates: dict[str, float] | None = None
     keep_bias: float | None = None  # mean bias of the forget (LSTM) or update (GRU) gate
     projected_horizon: int | None = None  # healthy but shrinking: lags until the threshold
 
@@ -276,6 +277,13 @@ def diagnose(
     clipping = _optimizer_clipping(model)
     if clipping is not None:
         report.notes.append(f"the model's optimizer already clips ({clipping})")
+    ungated = [r.name for r in reports if r.cell in ("lstm", "gru") and r.gates is None]
+    if ungated:
+        report.notes.append(
+            f"{', '.join(ungated)} run their own cell code (a cell subclass or "
+            "implementation=1), so their gate openings are not measured and no gate-bias "
+            "advice is given; the profile and transport are exact as for every row"
+        )
     conflicted = _shared_with_conflicting_verdicts(run.rows, reports)
     if conflicted:
         report.notes.append(

@@ -291,3 +291,19 @@ def test_a_non_finite_output_is_exploding_with_no_decay_or_horizon():
     assert np.isnan(report.decay_per_step) and report.horizon is None
     assert any("not finite" in note for note in report.notes)
     assert json.loads(report.to_json())["decay_per_step"] == "nan"
+
+
+def test_gate_openings_are_measured_for_keras_cells_and_said_missing_otherwise():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(4, 8, 3)).astype("float32"), np.zeros((4, 1), "float32")
+    for implementation, measured in ((2, True), (1, False)):
+        model = keras.Sequential(
+            [
+                keras.Input((8, 3)),
+                keras.layers.LSTM(5, implementation=implementation, name="lstm"),
+                keras.layers.Dense(1),
+            ]
+        )
+        report = diagnose(model, x, y)
+        assert (report.layers[0].gates is not None) == measured
+        assert any("gate openings are not measured" in n for n in report.notes) != measured

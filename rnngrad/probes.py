@@ -33,7 +33,10 @@ two rows, ``"name (forward)"`` then ``"name (backward)"``. Every row is indexed 
 backward layer's state after it has read x_T, ..., x_t (its last processed step is
 t = 1). Masked steps (``Masking``, ``Embedding(mask_zero=True)``) carry the state, as in
 Keras; a row's value at step t is the mean over the examples in which step t is not
-masked, and NaN where it is masked in every example.
+masked, and NaN where it is masked in every example. Read such a profile with care: its
+steps average different sets of examples (in a left-padded batch the early steps hold
+only the longest sequences), so a change along t can come from which examples are
+counted as well as from the gradient; ``state_gradients`` gives each example's own.
 
 The loss. By default the model's compiled loss (a name, a function or a
 ``keras.losses.Loss``, with its ``from_logits``); MSE if the model is not compiled;

@@ -9,10 +9,12 @@ import pytest
 import rnngrad
 from rnngrad.experiments.remedy_beds import (
     BEDS,
+    LastFiniteWeights,
     bed_data,
     build_exploding,
     build_instability,
     build_vanishing,
+    compiled_mse,
     finite_weights,
     instability_optimizer,
     validation_mse,
@@ -76,3 +78,53 @@ def test_validation_errors_name_the_argument():
         bed_data("no such bed")
     with pytest.raises(TypeError, match="model"):
         finite_weights("not a model")
+
+
+def test_compiled_mse_equals_validation_mse_for_other_models_of_the_architecture():
+    x, y = bed_data("exploding")["probe"]
+    reference = build_exploding(0)
+    evaluate = compiled_mse(reference, x, y)
+    for seed in (1, 2):
+        other = build_exploding(seed)
+        assert evaluate(other) == pytest.approx(validation_mse(other, x, y), rel=1e-5)
+    np.testing.assert_array_equal(reference.get_weights()[0], build_exploding(2).get_weights()[0])
+    broken = build_exploding(3)
+    weights = broken.get_weights()
+    weights[0][0, 0] = np.nan
+    broken.set_weights(weights)
+    assert evaluate(broken) == float("inf")
+    with pytest.raises(ValueError):
+        evaluate(build_instability())  # another architecture
+    with pytest.raises(TypeError, match="model"):
+        compiled_mse("not a model", x, y)
+    with pytest.raises(ValueError, match="same number"):
+        compiled_mse(reference, x, y[:3])
+
+
+def test_last_finite_weights_are_the_weights_before_the_overflow():
+    x, y = bed_data("instability")["probe"]
+    model = build_instability()
+    keep = LastFiniteWeights(every=1)
+    rnngrad.training.train(model, x, y, epochs=1, batch_size=16, callbacks=[keep])
+    assert keep.updates == 4
+    for kept, now in zip(keep.weights, model.get_weights()):
+        np.testing.assert_array_equal(kept, now)
+    # a run that overflows: the kept weights are finite, from before the first bad update
+    blowup = LastFiniteWeights(every=1)
+    result = rnngrad.training.train(
+        build_instability(),
+        x,
+        y * 1e6,
+        epochs=20,
+        batch_size=16,
+        optimizer=instability_optimizer(10.0),
+        callbacks=[blowup],
+    )
+    assert result.diverged and blowup.weights is not None
+    assert all(np.all(np.isfinite(w)) for w in blowup.weights)
+    stop_epoch, stop_batch = result.stopped_at
+    # the loss seen non-finite at (epoch, batch) is that of the weights after
+    # epoch * 4 + batch updates; the update made from it is the last that can be finite
+    assert 0 < blowup.updates <= stop_epoch * 4 + stop_batch + 1
+    with pytest.raises(ValueError, match="every"):
+        LastFiniteWeights(every=0)

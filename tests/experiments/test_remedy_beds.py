@@ -76,3 +76,20 @@ def test_validation_errors_name_the_argument():
         bed_data("no such bed")
     with pytest.raises(TypeError, match="model"):
         finite_weights("not a model")
+
+
+def test_compiled_validation_mse_equals_the_eager_one_and_reads_new_weights():
+    from rnngrad.experiments import remedy_beds
+
+    x, y = bed_data("exploding")["probe"]
+    model = build_exploding(0, "lstm", 1.0)
+    assert validation_mse(model, x, y, compiled=True) == validation_mse(model, x, y)
+    forward = remedy_beds._FORWARD[model]
+    model.set_weights(build_exploding(1, "lstm", 3.0).get_weights())
+    assert validation_mse(model, x, y, compiled=True) == validation_mse(model, x, y)
+    assert remedy_beds._FORWARD[model] is forward  # one trace for every set of weights
+    assert forward.experimental_get_tracing_count() == 1
+    model.set_weights([np.full_like(w, np.inf) for w in model.get_weights()])
+    assert validation_mse(model, x, y, compiled=True) == float("inf")
+    with pytest.raises(TypeError, match="compiled"):
+        validation_mse(model, x, y, compiled="yes")

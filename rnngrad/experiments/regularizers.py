@@ -231,7 +231,8 @@ _STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _omega_step(model: keras.Model, parts: _OmegaParts, spec: Any, options: tuple) -> Any:
     """The compiled training step on ``loss + strength * Omega``, with its optimizer."""
-    optimizer, learning_rate, global_clipnorm, momentum, strength = options[:5]
+    optimizer, learning_rate, global_clipnorm, momentum = options[:4]
+    strength = tf.Variable(0.0, dtype=tf.float64, trainable=False)  # set for each run
     built = make_optimizer(
         optimizer, learning_rate, global_clipnorm=global_clipnorm, momentum=momentum
     )
@@ -250,12 +251,12 @@ def _omega_step(model: keras.Model, parts: _OmegaParts, spec: Any, options: tupl
         with tf.GradientTape() as tape:
             value = tf.reduce_mean(spec.per_example(yb, model_ref()(xb, training=True)))
             penalty = _omega_value(*_omega_terms(cell, inputs, states, deltas))
-            total = value + strength * penalty
+            total = value + tf.cast(strength, penalty.dtype) * penalty
         grads = tape.gradient(total, sources, unconnected_gradients="zero")
         built.apply(grads, variables)
         return value, penalty
 
-    step.optimizer = built
+    step.optimizer, step.strength = built, strength
     return step
 
 
@@ -334,13 +335,16 @@ def train_with_omega(
     x, y, epochs, batch_size = check_fit_arguments(x, y, epochs, batch_size)
     seed = check_int("seed", seed, minimum=0)
     spec = resolve_loss(model, loss, has_targets=True)
-    options = (optimizer, learning_rate, global_clipnorm, momentum, strength, loss, layer)
+    options = (optimizer, learning_rate, global_clipnorm, momentum, loss, layer)
+    # The strength is a variable of the compiled step, so runs that differ only in it
+    # (a run without Omega as the control of one with it) share one traced step.
     key = (*options, tuple(id(v) for v in model.trainable_variables))
     step = _STEPS.setdefault(model, {}).get(key)
     if step is None:
         step = _STEPS[model][key] = _omega_step(model, parts, spec, options)
     else:
         _reset_optimizer(step.optimizer)  # a fresh start, as a new optimizer's
+    step.strength.assign(strength)
 
     seed_run(seed, model)  # seed_everything, keeping the compiled probe
     rng = np.random.default_rng(seed)

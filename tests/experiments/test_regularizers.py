@@ -133,7 +133,18 @@ def test_a_model_trained_again_reuses_its_compiled_step_and_repeats_a_fresh_run(
         assert train_with_omega(model, x, y, seed=seed, **options).history == expected
     assert list(regularizers._STEPS[model].values()) == [step]  # traced for the first run only
     assert step.experimental_get_tracing_count() == 1
-    train_with_omega(model, x, y, seed=0, **{**options, "strength": 0.0})  # another step
+    # another strength: the same traced step (the strength is its variable), and the
+    # same run as a fresh model's; then the first strength again, as before
+    unregularized = {**options, "strength": 0.0}
+    expected = train_with_omega(build(1), x, y, seed=1, **unregularized).history
+    model.set_weights(build(1).get_weights())
+    assert train_with_omega(model, x, y, seed=1, **unregularized).history == expected
+    model.set_weights(build(2).get_weights())
+    assert train_with_omega(model, x, y, seed=2, **options).history == fresh[1]
+    assert list(regularizers._STEPS[model].values()) == [step]
+    assert step.experimental_get_tracing_count() == 1
+    options_other = {**options, "learning_rate": 0.05}  # another optimizer: another step
+    train_with_omega(model, x, y, seed=0, **options_other)
     assert len(regularizers._STEPS[model]) == 2
 
 

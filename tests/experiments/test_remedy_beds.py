@@ -128,3 +128,20 @@ def test_last_finite_weights_are_the_weights_before_the_overflow():
     assert 0 < blowup.updates <= stop_epoch * 4 + stop_batch + 1
     with pytest.raises(ValueError, match="every"):
         LastFiniteWeights(every=0)
+
+
+def test_compiled_validation_mse_equals_the_eager_one_and_reads_new_weights():
+    from rnngrad.experiments import remedy_beds
+
+    x, y = bed_data("exploding")["probe"]
+    model = build_exploding(0, "lstm", 1.0)
+    assert validation_mse(model, x, y, compiled=True) == validation_mse(model, x, y)
+    forward = remedy_beds._FORWARD[model]
+    model.set_weights(build_exploding(1, "lstm", 3.0).get_weights())
+    assert validation_mse(model, x, y, compiled=True) == validation_mse(model, x, y)
+    assert remedy_beds._FORWARD[model] is forward  # one trace for every set of weights
+    assert forward.experimental_get_tracing_count() == 1
+    model.set_weights([np.full_like(w, np.inf) for w in model.get_weights()])
+    assert validation_mse(model, x, y, compiled=True) == float("inf")
+    with pytest.raises(TypeError, match="compiled"):
+        validation_mse(model, x, y, compiled="yes")

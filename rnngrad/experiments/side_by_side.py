@@ -56,7 +56,9 @@ def _simple_rnn_parts(model: keras.Model) -> tuple[keras.layers.SimpleRNN, keras
     others = [
         layer
         for layer in model.layers
-        if not isinstance(layer, (keras.layers.SimpleRNN, keras.layers.Dense, keras.layers.InputLayer))
+        if not isinstance(
+            layer, (keras.layers.SimpleRNN, keras.layers.Dense, keras.layers.InputLayer)
+        )
     ]
     if len(rnns) != 1 or len(denses) != 1 or others or rnns[0].return_sequences:
         raise ValueError(
@@ -127,10 +129,12 @@ def train_side_by_side(
     epochs = check_int("epochs", epochs, minimum=1)
     batch_size = check_int("batch_size", batch_size, minimum=1)
     parts = [_simple_rnn_parts(model) for model in models]
-    rnn, dense = parts[0]
+    rnn = parts[0][0]
     units, activation = rnn.units, rnn.activation
     xs = [check_array(f"xs[{k}]", x, ndim=3).astype("float32") for k, x in enumerate(xs)]
-    ys = [check_array(f"ys[{k}]", y).astype("float32").reshape(len(y), -1) for k, y in enumerate(ys)]
+    ys = [
+        check_array(f"ys[{k}]", y).astype("float32").reshape(len(y), -1) for k, y in enumerate(ys)
+    ]
     if len({x.shape for x in xs}) != 1 or {y.shape[1] for y in ys} != {1}:
         raise ValueError("every input must have the same shape and every target one column")
     if any(len(y) != len(xs[0]) for y in ys):

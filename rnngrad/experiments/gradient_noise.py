@@ -30,7 +30,10 @@ import keras
 import numpy as np
 
 from rnngrad._validation import check_array, check_int
-from rnngrad.experiments.sharing import recurrent_gradient_terms
+from rnngrad.experiments.sharing import step_factors
+
+# examples per probe pass: bounds the probe's memory, not the result
+_PROBE_BATCH = 512
 
 __all__ = ["MinibatchTerms", "SignalToNoise", "minibatch_terms", "signal_to_noise"]
 
@@ -156,15 +159,22 @@ def minibatch_terms(
         raise ValueError(f"the number of examples ({n}) must be a positive multiple of batch_size")
     if length % window:
         raise ValueError(f"the sequence length ({length}) must be a multiple of window ({window})")
-    totals, windows = [], []
-    for start in range(0, n, batch_size):
-        batch = slice(start, start + batch_size)
-        terms = recurrent_gradient_terms(model, x[batch], y[batch], loss=loss, layer=layer)
-        by_lag = terms[::-1]  # (T, n, n), lag 0 first
-        units = by_lag.shape[-1]
-        windows.append(by_lag.reshape(length // window, window, units, units).sum(axis=1))
-        totals.append(terms.sum(axis=0))
-    return MinibatchTerms(np.stack(totals), np.stack(windows), window, batch_size)
+    # One probe pass over every example (each example's gradient is of its own loss,
+    # so it does not depend on the batch it is computed in), then each minibatch's
+    # mean term per window as one matrix product: (B * w, U)^T (B * w, U)
+    delta, h_prev = step_factors(
+        model, x, y, loss=loss, layer=layer, batch_size=min(n, _PROBE_BATCH)
+    )
+    count, windows_per_sequence, units = n // batch_size, length // window, delta.shape[-1]
+
+    def grouped(factor: np.ndarray) -> np.ndarray:  # (K, J, B * w, U), lag 0 first
+        by_lag = factor[:, ::-1].reshape(count, batch_size, windows_per_sequence, window, units)
+        return by_lag.transpose(0, 2, 1, 3, 4).reshape(
+            count, windows_per_sequence, batch_size * window, units
+        )
+
+    windows = np.matmul(grouped(delta).transpose(0, 1, 3, 2), grouped(h_prev)) / batch_size
+    return MinibatchTerms(windows.sum(axis=1), windows, window, batch_size)
 
 
 def signal_to_noise(terms: MinibatchTerms) -> SignalToNoise:

@@ -40,6 +40,7 @@ __all__ = [
     "linear_backprop",
     "recurrent_gradient_terms",
     "spectral_gap",
+    "step_factors",
     "term_shares",
 ]
 
@@ -94,8 +95,52 @@ def recurrent_gradient_terms(
     >>> float(np.abs(terms[0]).max())  # h_0 = 0: the first step's term vanishes
     0.0
     """
+    delta, h_prev = step_factors(model, x, y, loss=loss, layer=layer)
+    return np.einsum("bti,btj->tij", delta, h_prev) / len(delta)
+
+
+def step_factors(
+    model: keras.Model,
+    x: Any,
+    y: Any = None,
+    *,
+    loss: LossArg = "mse",
+    layer: keras.layers.Layer | str | None = None,
+    batch_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each example's two factors of the per-step terms: ``dL_i/da_t`` and ``h_{t-1}``.
+
+    Example ``i``'s own term at step ``t`` is the outer product
+    ``outer(delta[i, t], h_prev[i, t])``; :func:`recurrent_gradient_terms` averages them
+    over the batch, and :func:`rnngrad.experiments.gradient_noise.minibatch_terms` over
+    each minibatch, from one probe pass over every example.
+
+    Parameters
+    ----------
+    model, x, y, loss, layer
+        As in :func:`recurrent_gradient_terms`.
+    batch_size : int, optional
+        Passed to :func:`rnngrad.probes.state_gradients` (the probe runs on batches of
+        at most this many examples; the values do not change).
+
+    Returns
+    -------
+    delta, h_prev : numpy.ndarray
+        float64, each ``(B, T, units)``: ``delta[i, t - 1] = phi'(a_{i,t}) * dL_i/dh_{i,t}``
+        and ``h_prev[i, t - 1] = h_{i,t-1}`` (``h_0 = 0``).
+
+    Examples
+    --------
+    >>> import rnngrad
+    >>> model = rnngrad.build_rnn("simple", 4, input_dim=2, seed=0)
+    >>> x, y = rnngrad.tasks.adding_problem(8, 6, seed=0)
+    >>> delta, h_prev = step_factors(model, x, y)
+    >>> delta.shape, float(np.abs(h_prev[:, 0]).max())
+    ((8, 6, 4), 0.0)
+    """
     target, index = _simple_rnn_layer(model, layer)
-    grads = state_gradients(model, x, y, loss=loss)[index].astype(np.float64)  # (B, T, U)
+    grads = state_gradients(model, x, y, loss=loss, batch_size=batch_size)[index]
+    grads = grads.astype(np.float64)  # (B, T, U)
     inputs = _layer_inputs(model, target, x)
     pre = simple_rnn_preactivations(target, inputs)  # (B, T, U)
     if pre.shape != grads.shape:
@@ -107,7 +152,7 @@ def recurrent_gradient_terms(
     h = ACTIVATIONS[activation](pre)
     h_prev = np.concatenate([np.zeros_like(h[:, :1]), h[:, :-1]], axis=1)  # h_0 = 0
     delta = grads * activation_derivative(activation, pre)  # dL_i/da_t, (B, T, U)
-    return np.einsum("bti,btj->tij", delta, h_prev) / len(delta)
+    return delta, h_prev
 
 
 def term_shares(terms: np.ndarray) -> np.ndarray:

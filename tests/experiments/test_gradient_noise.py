@@ -48,6 +48,19 @@ def test_windows_are_counted_back_from_the_last_step(setting):
     assert np.abs(terms.windows[0, -1]).max() == 0.0
 
 
+def test_one_probe_pass_equals_one_per_minibatch(setting):
+    # the windows come from one probe pass over all the examples, grouped afterwards;
+    # they equal each minibatch's own per-step terms summed by lag window
+    model, x, y = setting
+    terms = minibatch_terms(model, x, y, batch_size=3, window=4)
+    for k in range(4):
+        per_step = rnngrad.experiments.sharing.recurrent_gradient_terms(
+            model, x[3 * k : 3 * k + 3], y[3 * k : 3 * k + 3]
+        )[::-1]  # lag 0 first
+        expected = per_step.reshape(2, 4, 5, 5).sum(axis=1)
+        np.testing.assert_allclose(terms.windows[k], expected, rtol=1e-12, atol=1e-15)
+
+
 def test_signal_and_noise_match_a_synthetic_closed_form():
     rng = np.random.default_rng(0)
     count, units = 4000, 3

@@ -30,6 +30,7 @@ __all__ = [
     "jensen_lower_bound_rate",
     "mean_field_rate",
     "simple_rnn_preactivations",
+    "stack_preactivations",
     "susceptibility",
 ]
 
@@ -81,6 +82,52 @@ def simple_rnn_preactivations(layer: keras.layers.Layer, x: Any) -> np.ndarray:
         pre[:, t] = driven[:, t] + h @ recurrent
         h = phi(pre[:, t])
     return pre
+
+
+def stack_preactivations(model: keras.Model, x: Any) -> list[np.ndarray]:
+    """Pre-activations of every SimpleRNN layer of a :func:`~rnngrad.models.build_rnn`
+    stack, in float64, each from the inputs that layer actually reads.
+
+    Runs the stack in NumPy: layer 1 reads ``x``; layer ``l + 1`` reads
+    ``phi(a^(l))``, plus that layer's own input when the stack is residual
+    (``build_rnn(..., residual=True)``, recognized by its ``Add`` layers). One pass
+    of NumPy, no Keras call, so it is cheap to repeat for many weight draws.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A stack of ``SimpleRNN`` layers from :func:`~rnngrad.models.build_rnn`
+        (``cell="simple"``), plain or residual.
+    x : array-like
+        The model's inputs, ``(B, T, input_dim)``.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One ``(B, T, units)`` array per layer, bottom first.
+
+    Examples
+    --------
+    >>> import rnngrad
+    >>> model = rnngrad.build_rnn("simple", 8, input_dim=2, layers=3, residual=True)
+    >>> x, _ = rnngrad.tasks.adding_problem(4, 10, seed=0)
+    >>> [a.shape for a in stack_preactivations(model, x)]
+    [(4, 10, 8), (4, 10, 8), (4, 10, 8)]
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
+    layers = recurrent_layers(model)
+    if not layers or not all(isinstance(layer, keras.layers.SimpleRNN) for layer in layers):
+        raise ValueError(f"model {model.name!r} must be a stack of SimpleRNN layers")
+    residual = any(isinstance(layer, keras.layers.Add) for layer in model.layers)
+    reads = check_array("x", x, ndim=3).astype(np.float64)
+    found = []
+    for index, layer in enumerate(layers):
+        a = simple_rnn_preactivations(layer, reads)  # (B, T, units)
+        h = ACTIVATIONS[layer.cell.activation.__name__](a)
+        reads = h + reads if residual and index > 0 else h
+        found.append(a)
+    return found
 
 
 def mean_field_rate(

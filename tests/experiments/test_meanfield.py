@@ -8,6 +8,7 @@ from rnngrad.experiments.meanfield import (
     jensen_lower_bound_rate,
     mean_field_rate,
     simple_rnn_preactivations,
+    stack_preactivations,
     susceptibility,
 )
 from rnngrad.models import recurrent_matrix
@@ -25,6 +26,27 @@ def test_preactivations_match_a_direct_unroll():
         expected = x[:, t] @ w_x.T + h @ w_h.T + b
         np.testing.assert_allclose(a[:, t], expected, rtol=1e-6, atol=1e-6)
         h = np.maximum(expected, 0)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_stack_preactivations_read_what_each_layer_reads(residual):
+    import keras
+
+    model = rnngrad.build_rnn("simple", 6, input_dim=2, layers=3, residual=residual, seed=1)
+    layers = [model.get_layer(f"simple_{k}") for k in (1, 2, 3)]
+    x = np.random.default_rng(0).uniform(size=(4, 9, 2)).astype("float32")
+    reads = keras.Model(model.input, [layer.input for layer in layers])(x)
+    found = stack_preactivations(model, x)
+    assert len(found) == 3
+    for layer, read, a in zip(layers, reads, found):
+        expected = simple_rnn_preactivations(layer, np.asarray(read))
+        np.testing.assert_allclose(a, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_stack_preactivations_refuse_gated_stacks():
+    model = rnngrad.build_rnn("gru", 4, input_dim=2, layers=2)
+    with pytest.raises(ValueError, match="SimpleRNN"):
+        stack_preactivations(model, np.zeros((1, 3, 2)))
 
 
 def test_closed_forms():

@@ -67,6 +67,17 @@ def test_accuracy_is_the_share_of_correct_argmax_and_nonfinite_counts_as_wrong(r
         accuracy(model, x, y[:-1])
 
 
+def test_accuracy_runs_more_than_one_chunk_and_counts_every_example():
+    # 1024 examples per eager call: 1100 examples take two calls, and every one counts
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1100, 5, 2)).astype("float32")
+    model = classifier(4)(0, input_dim=2, length=5)
+    labels = keras.ops.convert_to_numpy(model(x, training=False)).argmax(-1)
+    assert accuracy(model, x, labels) == 1.0
+    labels[-1] = (labels[-1] + 1) % 10  # wrong in the second chunk only
+    assert accuracy(model, x, labels) == pytest.approx(1099 / 1100, abs=1e-12)
+
+
 def test_classifier_builds_build_rnn_models_with_chrono_set_to_the_length():
     build = classifier(6, cell="lstm", chrono=True)
     model = build(3, input_dim=2, length=40)

@@ -139,6 +139,13 @@ def test_compare_models_runs_equal_independent_training(rows):
     quiet = compare_models(models, {"rows": rows}, [2], runs=runs, profiles=False, **budget)
     assert quiet[0]["profiles"] is None
     np.testing.assert_allclose(quiet[0]["history"], alone.history["loss"], rtol=1e-6)
+    # profiles on the tasks named only: the same data under two names, one profiled
+    both = {"profiled": rows, "quiet": rows}
+    runs = [("identity", "profiled"), ("identity", "quiet")]
+    named = compare_models(models, both, [2], runs=runs, profiles=["profiled"], **budget)
+    assert named[0]["profiles"].shape == (3, 8) and named[1]["profiles"] is None
+    for record in named:
+        np.testing.assert_allclose(record["history"], alone.history["loss"], rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -153,7 +160,8 @@ def test_compare_models_runs_equal_independent_training(rows):
         ({"runs": ["a"]}, TypeError, "runs must hold"),
         ({"callbacks": []}, TypeError, "sets the callbacks itself"),
         ({"keep_weights": 1}, TypeError, "keep_weights must be True or False"),
-        ({"profiles": "yes"}, TypeError, "profiles must be True or False"),
+        ({"profiles": "yes"}, TypeError, "profiles must be True, False or a sequence"),
+        ({"profiles": ["nope"]}, ValueError, "profiles names tasks that are not given"),
     ],
 )
 def test_bad_arguments_are_named(rows, kwargs, error, match):

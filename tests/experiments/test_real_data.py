@@ -67,6 +67,17 @@ def test_accuracy_is_the_share_of_correct_argmax_and_nonfinite_counts_as_wrong(r
         accuracy(model, x, y[:-1])
 
 
+def test_accuracy_runs_more_than_one_chunk_and_counts_every_example():
+    # 1024 examples per eager call: 1100 examples take two calls, and every one counts
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1100, 5, 2)).astype("float32")
+    model = classifier(4)(0, input_dim=2, length=5)
+    labels = keras.ops.convert_to_numpy(model(x, training=False)).argmax(-1)
+    assert accuracy(model, x, labels) == 1.0
+    labels[-1] = (labels[-1] + 1) % 10  # wrong in the second chunk only
+    assert accuracy(model, x, labels) == pytest.approx(1099 / 1100, abs=1e-12)
+
+
 def test_classifier_builds_build_rnn_models_with_chrono_set_to_the_length():
     build = classifier(6, cell="lstm", chrono=True)
     model = build(3, input_dim=2, length=40)
@@ -128,6 +139,13 @@ def test_compare_models_runs_equal_independent_training(rows):
     quiet = compare_models(models, {"rows": rows}, [2], runs=runs, profiles=False, **budget)
     assert quiet[0]["profiles"] is None
     np.testing.assert_allclose(quiet[0]["history"], alone.history["loss"], rtol=1e-6)
+    # profiles on the tasks named only: the same data under two names, one profiled
+    both = {"profiled": rows, "quiet": rows}
+    runs = [("identity", "profiled"), ("identity", "quiet")]
+    named = compare_models(models, both, [2], runs=runs, profiles=["profiled"], **budget)
+    assert named[0]["profiles"].shape == (3, 8) and named[1]["profiles"] is None
+    for record in named:
+        np.testing.assert_allclose(record["history"], alone.history["loss"], rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -142,7 +160,8 @@ def test_compare_models_runs_equal_independent_training(rows):
         ({"runs": ["a"]}, TypeError, "runs must hold"),
         ({"callbacks": []}, TypeError, "sets the callbacks itself"),
         ({"keep_weights": 1}, TypeError, "keep_weights must be True or False"),
-        ({"profiles": "yes"}, TypeError, "profiles must be True or False"),
+        ({"profiles": "yes"}, TypeError, "profiles must be True, False or a sequence"),
+        ({"profiles": ["nope"]}, ValueError, "profiles names tasks that are not given"),
     ],
 )
 def test_bad_arguments_are_named(rows, kwargs, error, match):

@@ -151,8 +151,8 @@ def test_page_renders_cleanly(server, browser, page):
     links = tab.evaluate("() => [...document.querySelectorAll('a[href]')].map(a => a.href)")
     for link in links:
         target, anchor = urldefrag(link)
-        if not target.startswith(server) or target == urljoin(server, BOOK_PDF):
-            continue  # the PDF is `make pdf`'s: test_pdf_has_every_chapter checks it
+        if not target.startswith(server):
+            continue  # the PDF too must exist where a page links it
         path = SITE / unquote(urlparse(target).path.lstrip("/"))
         if path.is_dir():
             path = path / "index.html"
@@ -518,6 +518,25 @@ def _poppler(tool: str, *args: str) -> str:
 
 def _flatten(outline: list) -> list:
     return [x for item in outline for x in (_flatten(item) if isinstance(item, list) else [item])]
+
+
+def test_pages_offer_the_pdf_exactly_when_the_build_had_one():
+    """The download menu links ``book.pdf`` on every page when the build found
+    ``_build/pdf/book.pdf`` (``make pdf`` makes it, then builds the site again) and
+    copied it into the site, and on no page otherwise: after ``make book`` alone no page
+    offers a PDF that is not there."""
+    pages = _pages()
+    _require(bool(pages), "no built site: run `make book` first")
+    in_site = (SITE / BOOK_PDF).exists()
+    offering = [p for p in pages if "download-book-pdf-button" in (SITE / p).read_text()]
+    if in_site:
+        missing = sorted(set(pages) - set(offering))
+        assert not missing, f"pages without the PDF link: {missing}"
+        assert PDF.exists(), f"the site has a {BOOK_PDF}, but {PDF} is gone: build again"
+        assert (SITE / BOOK_PDF).read_bytes() == PDF.read_bytes(), "the site links an older PDF"
+    else:
+        assert not offering, f"pages that link a {BOOK_PDF} the site lacks: {offering}"
+        assert not PDF.exists(), "there is a PDF, but the site was built before it: build again"
 
 
 def test_pdf_has_every_chapter_its_figures_and_rendered_math():

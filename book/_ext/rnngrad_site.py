@@ -23,6 +23,9 @@
   value, so the build after ``make pdf`` (the last step of ``make pdf`` itself) rewrites
   every page with the link, and one after the PDF was removed rewrites them without it:
   a plain ``make book`` never links a PDF it did not make.
+- Wide figures on a phone scroll sideways in their own box (``chapters.css``);
+  ``book/_static/rnngrad-scroll.js`` marks the boxes that do, so that the style sheet can
+  show it (a fade at the hidden edge, a "scroll →" hint).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ BOOK_PDF = "book.pdf"
 # where `make pdf` (book/_ext/make_pdf.py) writes the PDF, relative to the book's root
 PDF_SOURCE = Path("_build") / "pdf" / BOOK_PDF
 PDF_TAG = "rnngrad_pdf"  # set when there is a PDF to link
+SCROLL_JS = "rnngrad-scroll.js"
 INTERACTIVE_CLASS = "rnngrad-interactive"
 
 
@@ -156,4 +160,5 @@ def setup(app: Any) -> dict[str, Any]:
     app.connect("build-finished", _copy_plotly)
     app.connect("build-finished", _copy_the_book_pdf)
     app.add_css_file("rnngrad-print.css", media="print")
+    app.add_js_file(SCROLL_JS, loading_method="defer")
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -28,9 +28,12 @@ book-strict: $(STAMP) cache-check
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 ## pdf: the book as one PDF, _build/pdf/book.pdf (after `make book`; needs the chromium and
-## poppler-utils OS packages). Also copied into the site, whose download menu links it.
+## poppler-utils OS packages), then the site again: its pages link the PDF only when it
+## exists at build time (book/_ext/rnngrad_site.py), so this build adds the link to every
+## page (from the execution cache: nothing is executed) and copies the PDF into the site.
 pdf: $(STAMP)
 	$(BIN)/python book/_ext/make_pdf.py
+	$(BIN)/jupyter-book build .
 
 # The execution cache hashes cell sources only: a change to any file of the package (or to the
 # locked versions) must re-execute every chapter, so clear the cache when they change.

@@ -16,7 +16,10 @@ interactive figures as their static image of the same measurements; page numbers
 run through the whole book, and the chapter's title at the top of each page.
 
 Needs ``make book`` first, Chromium (``/usr/bin/chromium``, or ``RNNGRAD_CHROMIUM``) and
-poppler-utils (``pdfunite``, ``pdfinfo``). Run: ``python book/_ext/make_pdf.py``.
+poppler-utils (``pdfunite``, ``pdfinfo``). Run: ``python book/_ext/make_pdf.py``. The site
+links the PDF only once it is built again (``make pdf`` does both): the build offers the
+link on every page, and copies the PDF next to them, only when ``_build/pdf/book.pdf``
+exists (``book/_ext/rnngrad_site.py``).
 """
 
 from __future__ import annotations
@@ -203,7 +206,7 @@ def _serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
 
-def build(site: Path = SITE, out: Path = OUT, *, copy_to_site: bool = True) -> dict:
+def build(site: Path = SITE, out: Path = OUT) -> dict:
     """Print every page of ``site`` and join them into ``out``; returns a summary."""
     from playwright.sync_api import sync_playwright
 
@@ -269,8 +272,6 @@ def build(site: Path = SITE, out: Path = OUT, *, copy_to_site: bool = True) -> d
     finally:
         server.shutdown()
         shutil.rmtree(work, ignore_errors=True)
-    if copy_to_site:
-        shutil.copyfile(out, site / out.name)  # the site's download menu links it
     summary = {
         "pdf": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out),
         "pages": pdf_page_count(out),
@@ -297,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         for chapter in summary["chapters"]:
             print(f"  p. {chapter['page']:>3}  {chapter['title']} ({chapter['pages']} pages)")
         print(f"{summary['pdf']}: {summary['pages']} pages in {summary['seconds']} s")
+        print("build the site again to link it from every page (`make pdf` does)")
     for problem in summary["problems"]:
         print(f"problem: {problem}", file=sys.stderr)
     # The site test checks every page for these too (with its list of known failures).

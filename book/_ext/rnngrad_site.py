@@ -15,7 +15,17 @@
 - The book's print style sheet (``book/_static/rnngrad-print.css``) is added to every page:
   it is what ``make pdf`` prints with, and what a reader gets printing a page.
 - Every page's download menu offers the whole book as a PDF (``book.pdf`` at the site's
-  root, written there by ``make pdf``).
+  root), but only when there is one: ``make pdf`` prints it to ``_build/pdf/book.pdf``
+  from the built site, and the build offers the link only if that file exists when it
+  runs, and copies it into the site. The same condition sets the Sphinx tag
+  ``rnngrad_pdf``, for text that links the PDF (``{only} rnngrad_pdf``, resolved when
+  the pages are written). Whether it exists is an HTML-only configuration
+  value, so the build after ``make pdf`` (the last step of ``make pdf`` itself) rewrites
+  every page with the link, and one after the PDF was removed rewrites them without it:
+  a plain ``make book`` never links a PDF it did not make.
+- Wide figures on a phone scroll sideways in their own box (``chapters.css``);
+  ``book/_static/rnngrad-scroll.js`` marks the boxes that do, so that the style sheet can
+  show it (a fade at the hidden edge, a "scroll →" hint).
 """
 
 from __future__ import annotations
@@ -26,6 +36,10 @@ from typing import Any
 
 PLOTLY_JS = "plotly.min.js"
 BOOK_PDF = "book.pdf"
+# where `make pdf` (book/_ext/make_pdf.py) writes the PDF, relative to the book's root
+PDF_SOURCE = Path("_build") / "pdf" / BOOK_PDF
+PDF_TAG = "rnngrad_pdf"  # set when there is a PDF to link
+SCROLL_JS = "rnngrad-scroll.js"
 INTERACTIVE_CLASS = "rnngrad-interactive"
 
 
@@ -77,11 +91,24 @@ def _load_plotly_where_needed(
         scripts.append(added[-1])
 
 
+def _pdf_source(app: Any) -> Path:
+    return Path(app.srcdir) / PDF_SOURCE
+
+
+def _note_whether_there_is_a_pdf(app: Any, config: Any) -> None:
+    # An HTML-only configuration value: when it changes between two builds, Sphinx
+    # rewrites every page (without reading the sources again), so the link comes and
+    # goes with the PDF.
+    config.rnngrad_book_pdf = _pdf_source(app).is_file()
+    if config.rnngrad_book_pdf:
+        app.tags.add(PDF_TAG)  # a change of tags rewrites every page too
+
+
 def _offer_the_book_pdf(
     app: Any, pagename: str, templatename: str, context: dict, doctree: Any
 ) -> None:
     pathto = context.get("pathto")
-    if pathto is None:
+    if pathto is None or not app.config.rnngrad_book_pdf:
         return
     context["rnngrad_book_pdf"] = pathto(BOOK_PDF, 1)
     for button in context.get("header_buttons", []):
@@ -98,6 +125,17 @@ def _offer_the_book_pdf(
             )
 
 
+def _copy_the_book_pdf(app: Any, exception: Exception | None) -> None:
+    """The PDF the pages link, next to them (or none, where the pages link none)."""
+    if exception is not None or app.builder.format != "html":
+        return
+    target = Path(app.outdir) / BOOK_PDF
+    if app.config.rnngrad_book_pdf:
+        shutil.copyfile(_pdf_source(app), target)
+    else:
+        target.unlink(missing_ok=True)
+
+
 def _copy_plotly(app: Any, exception: Exception | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
@@ -112,11 +150,15 @@ def _copy_plotly(app: Any, exception: Exception | None) -> None:
 
 
 def setup(app: Any) -> dict[str, Any]:
+    app.add_config_value("rnngrad_book_pdf", False, "html", types=[bool])
+    app.connect("config-inited", _note_whether_there_is_a_pdf)
     app.connect("doctree-resolved", _drop_thebe_config, priority=900)  # after sphinx-thebe
     app.connect("html-page-context", _drop_thebe_scripts)
     app.connect("html-page-context", _load_plotly_where_needed)
     # after sphinx-book-theme has built the page's buttons (its handler has priority 500)
     app.connect("html-page-context", _offer_the_book_pdf, priority=900)
     app.connect("build-finished", _copy_plotly)
+    app.connect("build-finished", _copy_the_book_pdf)
     app.add_css_file("rnngrad-print.css", media="print")
+    app.add_js_file(SCROLL_JS, loading_method="defer")
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -151,8 +151,8 @@ def test_page_renders_cleanly(server, browser, page):
     links = tab.evaluate("() => [...document.querySelectorAll('a[href]')].map(a => a.href)")
     for link in links:
         target, anchor = urldefrag(link)
-        if not target.startswith(server) or target == urljoin(server, BOOK_PDF):
-            continue  # the PDF is `make pdf`'s: test_pdf_has_every_chapter checks it
+        if not target.startswith(server):
+            continue  # the PDF too must exist where a page links it
         path = SITE / unquote(urlparse(target).path.lstrip("/"))
         if path.is_dir():
             path = path / "index.html"
@@ -256,6 +256,32 @@ MEASURE = """() => {
 }"""
 
 
+# Each figure's box, as the page first shows it (before MEASURE opens folded content):
+# whether it scrolls sideways, and whether the cues that say so are shown
+# (book/_static/rnngrad-scroll.js marks the box's figure, chapters.css draws the cues).
+SCROLL_CUES = """() => {
+    const main = document.querySelector('main') || document.body;
+    const shown = e => {
+        if (!e || e.getClientRects().length === 0) return false;
+        const style = getComputedStyle(e);
+        return style.display !== 'none' && style.visibility !== 'hidden'
+            && parseFloat(style.opacity) > 0.5 && e.getBoundingClientRect().width > 0;
+    };
+    return [...main.querySelectorAll('figure > a.image-reference')]
+        .filter(box => box.getClientRects().length > 0 && box.clientWidth > 0)
+        .map(box => {
+            const figure = box.parentElement;
+            return {
+                figure: figure.id || box.querySelector('img').src.split('/').pop(),
+                overflows: box.scrollWidth > box.clientWidth + 1,
+                marked: figure.classList.contains('rnngrad-scrolls'),
+                fade: shown(figure.querySelector('.rnngrad-scroll-fade-right')),
+                hint: shown(figure.querySelector('.rnngrad-scroll-hint')),
+            };
+        });
+}"""
+
+
 @pytest.fixture(scope="module")
 def measured(server, browser):
     """``measured(page, width)``: the layout of a page at a viewport width (cached)."""
@@ -267,7 +293,9 @@ def measured(server, browser):
             tab = context.new_page()
             tab.goto(urljoin(server, page), wait_until="networkidle")
             _wait_for_math(tab)
-            cache[page, width] = tab.evaluate(MEASURE)
+            tab.wait_for_timeout(300)  # the cues fade in over 0.2 s
+            cues = tab.evaluate(SCROLL_CUES)
+            cache[page, width] = {**tab.evaluate(MEASURE), "scrollCues": cues}
             context.close()
         return cache[page, width]
 
@@ -412,6 +440,84 @@ def test_figures_are_shown_at_a_readable_scale_on_a_phone(server, measured, page
     _figures(server, measured, page, "phone")
 
 
+def _scroll_cues(measured, page: str, width: str) -> None:
+    """A figure box that scrolls sideways shows it (a fade at its hidden right edge and
+    a "scroll →" hint), and a box that fits shows neither."""
+    _require(page != "(no site built)", "no built site: run `make book` first")
+    wrong = [
+        cue
+        for cue in measured(page, WIDTHS[width])["scrollCues"]
+        if not (cue["overflows"] == cue["marked"] == cue["fade"] == cue["hint"])
+    ]
+    assert not wrong, (
+        f"{page} at {WIDTHS[width]} px: figures whose scroll cues do not match whether "
+        f"they scroll sideways: {wrong}"
+    )
+
+
+@pytest.mark.parametrize("page", _check_params("scroll-cues-phone"))
+def test_wide_figures_show_that_they_scroll_on_a_phone(measured, page):
+    _scroll_cues(measured, page, "phone")
+
+
+@pytest.mark.parametrize("page", _check_params("scroll-cues-desktop"))
+def test_figures_that_fit_show_no_scroll_cue_on_a_desktop(measured, page):
+    _scroll_cues(measured, page, "desktop")
+    cues = measured(page, WIDTHS["desktop"])["scrollCues"]
+    assert not any(cue["overflows"] for cue in cues), f"{page}: a figure scrolls at 1280 px"
+
+
+# Fig 5.1, whose caption asks a reader on a narrow screen to scroll it to its right edge
+WIDE_FIGURE = ("book/depth_architecture.html", "fig-depth-simple")
+
+CUE_STATE = """figure => {
+    const box = figure.querySelector('a.image-reference');
+    const rect = e => e.getBoundingClientRect();
+    const shown = e => getComputedStyle(e).display !== 'none'
+        && parseFloat(getComputedStyle(e).opacity) > 0.5;
+    const left = figure.querySelector('.rnngrad-scroll-fade-left');
+    const right = figure.querySelector('.rnngrad-scroll-fade-right');
+    const hint = figure.querySelector('.rnngrad-scroll-hint');
+    const inside = e => rect(e).top >= rect(box).top - 1
+        && rect(e).top + rect(e).height <= rect(box).top + box.clientHeight + 1
+        && rect(e).left >= rect(box).left - 1 && rect(e).right <= rect(box).right + 1;
+    return {
+        scrolls: box.scrollWidth > box.clientWidth + 1,
+        left: shown(left), right: shown(right), hint: shown(hint),
+        onTheBox: [left, right, hint].filter(e => e.getClientRects().length).every(inside),
+        rightEdge: Math.abs(rect(right).right - rect(box).right) <= 1,
+        leftEdge: Math.abs(rect(left).left - rect(box).left) <= 1,
+        taps: [left, right, hint].map(e => getComputedStyle(e).pointerEvents),
+    };
+}"""
+
+
+def test_the_scroll_cues_follow_the_scroll_on_a_phone(server, browser):
+    """Fig 5.1 at 390 px: at first the right edge fades and a hint says "scroll →";
+    scrolled to its end, the left edge fades instead and the hint is gone. The cues lie
+    on the figure's box, at its edges, and never take a tap."""
+    page, figure_id = WIDE_FIGURE
+    _require((SITE / page).exists(), f"no {page}: run `make book` first")
+    context = browser.new_context(viewport={"width": WIDTHS["phone"], "height": 900})
+    tab = context.new_page()
+    tab.goto(urljoin(server, page), wait_until="networkidle")
+    _wait_for_math(tab)
+    figure = tab.locator(f"figure#{figure_id}")
+    figure.scroll_into_view_if_needed()
+    tab.wait_for_timeout(300)
+    before = figure.evaluate(CUE_STATE)
+    figure.locator("a.image-reference").evaluate("box => { box.scrollLeft = box.scrollWidth; }")
+    tab.wait_for_timeout(400)  # the scroll event, then the 0.2 s fade
+    after = figure.evaluate(CUE_STATE)
+    context.close()
+    assert before["scrolls"], f"{figure_id} fits the column at 390 px: pick a wider figure"
+    assert (before["left"], before["right"], before["hint"]) == (False, True, True), before
+    assert (after["left"], after["right"], after["hint"]) == (True, False, False), after
+    for state in (before, after):
+        assert state["onTheBox"] and state["rightEdge"] and state["leftEdge"], state
+        assert set(state["taps"]) == {"none"}, state
+
+
 # ----------------------------------------------------------------- the interactive figures
 
 SLIDER_STATE = """box => {
@@ -518,6 +624,25 @@ def _poppler(tool: str, *args: str) -> str:
 
 def _flatten(outline: list) -> list:
     return [x for item in outline for x in (_flatten(item) if isinstance(item, list) else [item])]
+
+
+def test_pages_offer_the_pdf_exactly_when_the_build_had_one():
+    """The download menu links ``book.pdf`` on every page when the build found
+    ``_build/pdf/book.pdf`` (``make pdf`` makes it, then builds the site again) and
+    copied it into the site, and on no page otherwise: after ``make book`` alone no page
+    offers a PDF that is not there."""
+    pages = _pages()
+    _require(bool(pages), "no built site: run `make book` first")
+    in_site = (SITE / BOOK_PDF).exists()
+    offering = [p for p in pages if "download-book-pdf-button" in (SITE / p).read_text()]
+    if in_site:
+        missing = sorted(set(pages) - set(offering))
+        assert not missing, f"pages without the PDF link: {missing}"
+        assert PDF.exists(), f"the site has a {BOOK_PDF}, but {PDF} is gone: build again"
+        assert (SITE / BOOK_PDF).read_bytes() == PDF.read_bytes(), "the site links an older PDF"
+    else:
+        assert not offering, f"pages that link a {BOOK_PDF} the site lacks: {offering}"
+        assert not PDF.exists(), "there is a PDF, but the site was built before it: build again"
 
 
 def test_pdf_has_every_chapter_its_figures_and_rendered_math():

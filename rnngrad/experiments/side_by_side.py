@@ -88,7 +88,7 @@ def train_side_by_side(
     Parameters
     ----------
     models : sequence of keras.Model
-        ``K`` models as :func:`rnngrad.build_rnn` builds them with ``cell="simple"``,
+        ``K`` models as :func:`rnngrad.models.build_rnn` builds them with ``cell="simple"``,
         ``layers=1`` and ``output_dim=1``, all with the same units, activation and input
         size. Their weights are the starting point, and they receive the trained weights.
     xs, ys : sequence of array-like

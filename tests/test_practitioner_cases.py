@@ -379,6 +379,9 @@ def test_a_model_whose_output_overflowed_is_diagnosed_exploding():
     report = rnngrad.diagnose(model, x, y, loss="mse")
     assert report.verdict == "exploding"
     assert any("not finite" in note for note in report.notes)
+    # the rows' decay and horizon were read through inf states: the report gives none
+    assert np.isnan(report.decay_per_step) and report.horizon is None
+    assert json.loads(report.to_json())["decay_per_step"] == "nan"
 
 
 def test_diagnose_global_norm_with_ignore_class_is_the_optimizers():

@@ -8,6 +8,8 @@ gluing in one call each:
   ``float`` (a NumPy scalar would be shown as ``np.float64(0.73)`` and could not be
   formatted with ``:.2f``);
 - :func:`glue_texts` glues words (a verdict, a name) the same way;
+- :func:`count_words` says "none of the three", "one of the three" or "all three" for a
+  count of runs, so that a glued count reads as a sentence, not as "0 of 3";
 - :func:`glue_figure` glues a figure and closes it, after checking that it fits the text
   column (a wider figure is shown scaled down, with text too small to read).
 
@@ -25,7 +27,7 @@ from matplotlib.figure import Figure
 
 from rnngrad.plotting import COLUMN_WIDTH
 
-__all__ = ["glue_figure", "glue_numbers", "glue_texts", "plain_number"]
+__all__ = ["count_words", "glue_figure", "glue_numbers", "glue_texts", "plain_number"]
 
 
 def plain_number(value: object, *, name: str = "value") -> int | float:
@@ -136,6 +138,60 @@ def glue_numbers(
     }
     for key, value in plain.items():
         _glue(key, value)
+
+
+_NUMBER_WORDS = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+)  # fmt: skip
+
+
+def count_words(count: int, total: int) -> str:
+    """How many of ``total`` runs (seeds, examples) did something, in words.
+
+    Parameters
+    ----------
+    count : int
+        How many did; between 0 and ``total``.
+    total : int
+        How many there were; at least 1. Counts out of ten or fewer are spelled out.
+
+    Returns
+    -------
+    str
+        ``"none of the three"``, ``"one of the three"``, ``"both"`` or ``"all three"``:
+        the words to put before a plural noun ("... of the three seeds").
+
+    Raises
+    ------
+    TypeError
+        If a count is not an integer.
+    ValueError
+        If ``total`` is below 1 or ``count`` is not between 0 and ``total``.
+
+    Examples
+    --------
+    >>> count_words(0, 3), count_words(1, 3), count_words(3, 3), count_words(2, 2)
+    ('none of the three', 'one of the three', 'all three', 'both')
+    >>> count_words(5, 12)
+    '5 of the 12'
+    """
+    for name, value in (("count", count), ("total", total)):
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    count, total = int(count), int(total)
+    if total < 1:
+        raise ValueError(f"total must be at least 1, got {total}")
+    if not 0 <= count <= total:
+        raise ValueError(f"count must be between 0 and total ({total}), got {count}")
+
+    def word(n: int) -> str:  # digits for both numbers when the total is large
+        return _NUMBER_WORDS[n] if total < len(_NUMBER_WORDS) else str(n)
+
+    if count == 0:
+        return f"none of the {word(total)}"
+    if count == total:
+        return "both" if total == 2 else f"all {word(total)}"
+    return f"{word(count)} of the {word(total)}"
 
 
 def glue_texts(values: Mapping[str, str] | None = None, /, **named: str) -> dict[str, str]:

@@ -58,6 +58,25 @@ def test_glue_numbers_checks_everything_before_gluing_anything(glued):
     assert glued == []
 
 
+def test_count_words_reads_as_a_sentence():
+    said = [book.count_words(k, 3) for k in range(4)]
+    assert said == ["none of the three", "one of the three", "two of the three", "all three"]
+    assert book.count_words(2, 2) == "both"
+    assert book.count_words(1, 1) == "all one"
+    assert book.count_words(0, 11) == "none of the 11"
+    assert book.count_words(np.int64(4), 11) == "4 of the 11"
+
+
+@pytest.mark.parametrize(
+    ("count", "total", "error"),
+    [(4, 3, ValueError), (-1, 3, ValueError), (0, 0, ValueError), (1.0, 3, TypeError),
+     (True, 3, TypeError)],
+)  # fmt: skip
+def test_count_words_refuses_impossible_counts(count, total, error):
+    with pytest.raises(error, match=r"^(count|total) must"):
+        book.count_words(count, total)
+
+
 def test_glue_texts_glues_strings_only(glued):
     assert book.glue_texts({"a": "vanishing"}, b="healthy") is None
     assert glued == [("a", "vanishing"), ("b", "healthy")]

@@ -8,6 +8,7 @@ gluing in one call each:
   ``float`` (a NumPy scalar would be shown as ``np.float64(0.73)`` and could not be
   formatted with ``:.2f``);
 - :func:`glue_texts` glues words (a verdict, a name) the same way;
+- :func:`table_html` writes a small table of results as HTML, for a cell to display;
 - :func:`count_words` says "none of the three", "one of the three" or "all three" for a
   count of runs, so that a glued count reads as a sentence, not as "0 of 3";
 - :func:`glue_figure` glues a figure and closes it, after checking that it fits the text
@@ -19,15 +20,23 @@ something is glued.
 
 from __future__ import annotations
 
+import html
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from rnngrad.plotting import COLUMN_WIDTH
 
-__all__ = ["count_words", "glue_figure", "glue_numbers", "glue_texts", "plain_number"]
+__all__ = [
+    "count_words",
+    "glue_figure",
+    "glue_numbers",
+    "glue_texts",
+    "plain_number",
+    "table_html",
+]
 
 
 def plain_number(value: object, *, name: str = "value") -> int | float:
@@ -138,6 +147,53 @@ def glue_numbers(
     }
     for key, value in plain.items():
         _glue(key, value)
+
+
+def table_html(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A table of results as HTML (``<table class="table">``), every cell escaped.
+
+    Parameters
+    ----------
+    header : sequence of str
+        The column headings.
+    rows : sequence of sequences
+        One sequence of cells per row, as many as ``header`` has headings; each cell is
+        shown as ``str(cell)`` (format numbers before).
+
+    Returns
+    -------
+    str
+        The table, for ``IPython.display.HTML``.
+
+    Raises
+    ------
+    ValueError
+        If ``header`` is empty or a row has a different number of cells.
+
+    Examples
+    --------
+    >>> print(table_html(["remedy", "helps"], [["clipping", "no"]]))
+    <table class="table">
+    <tr><th>remedy</th><th>helps</th></tr>
+    <tr><td>clipping</td><td>no</td></tr>
+    </table>
+    """
+    header = [str(h) for h in header]
+    if not header:
+        raise ValueError("header must name at least one column")
+    lines = ['<table class="table">', _row("th", header)]
+    for k, row in enumerate(rows):
+        cells = [str(cell) for cell in row]
+        if len(cells) != len(header):
+            raise ValueError(
+                f"rows[{k}] has {len(cells)} cells, but the header has {len(header)} columns"
+            )
+        lines.append(_row("td", cells))
+    return "\n".join([*lines, "</table>"])
+
+
+def _row(tag: str, cells: list[str]) -> str:
+    return "<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>"
 
 
 _NUMBER_WORDS = (

@@ -77,6 +77,16 @@ def test_count_words_refuses_impossible_counts(count, total, error):
         book.count_words(count, total)
 
 
+def test_table_html_escapes_cells_and_checks_row_lengths():
+    table = book.table_html(["remedy", "a < b"], [["Ω", 1.5], ["x & y", "no"]])
+    assert "<th>a &lt; b</th>" in table and "<td>x &amp; y</td>" in table
+    assert table.count("<tr>") == 3 and "<td>1.5</td>" in table
+    with pytest.raises(ValueError, match=r"rows\[1\] has 1 cells"):
+        book.table_html(["a", "b"], [["1", "2"], ["3"]])
+    with pytest.raises(ValueError, match="header"):
+        book.table_html([], [])
+
+
 def test_glue_texts_glues_strings_only(glued):
     assert book.glue_texts({"a": "vanishing"}, b="healthy") is None
     assert glued == [("a", "vanishing"), ("b", "healthy")]

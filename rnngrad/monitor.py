@@ -186,7 +186,7 @@ class GradientMonitor(GradientHistory):
         median = float(np.median(earlier)) if len(earlier) >= self.min_history else math.inf
         first = self.horizons[0]
         checks = {
-            "nonfinite": (not finite, f"non-finite gradients (global norm {grad_norm})"),
+            "nonfinite": (not finite, f"non-finite gradients (global norm {grad_norm:.3g})"),
             "spike": (
                 finite and grad_norm > self.spike_factor * median,
                 f"gradient norm {grad_norm:.3g} is {grad_norm / max(median, 1e-300):.1f}x "

@@ -123,3 +123,14 @@ def test_a_healthy_run_raises_no_event(data):
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GradientMonitor(np.zeros((2, 5, 2)), None, **kwargs)
+
+
+def test_a_nonfinite_event_reports_the_norm_formatted():
+    monitor = GradientMonitor(np.zeros((2, 10, 2)), None)
+    profile = np.ones((1, 10))
+    profile[0, 3] = np.inf  # a finite global norm, a profile that overflowed
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        monitor.record(0, 0, 1234.56789, profile, [np.ones(10)])
+    (event,) = monitor.events
+    assert event.kind == "nonfinite"
+    assert "global norm 1.23e+03" in event.message, event.message

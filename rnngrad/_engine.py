@@ -39,6 +39,7 @@ from rnngrad._validation import check_choice
 
 __all__ = [
     "STATES",
+    "InexactAcrossBatches",
     "ProbeRun",
     "Row",
     "cell_family",
@@ -236,9 +237,13 @@ def run_probe(
     )
     acc: _Accumulator | None = None
     jit_used = False
+    # Example i's direction is row i of one random stream, whatever the batches: each
+    # batch takes the stream's next rows, so batch_size= does not change the transport.
+    directions = _DirectionStream(layers) if transport else None
     for batch in batches:
+        u = directions.next(batch.size) if directions is not None else None
         result, compiled = _run_batch(
-            model, layers, wrappers, names, spec, state, batch, jit_compile, transport, gates
+            model, layers, wrappers, names, spec, state, batch, jit_compile, u, gates
         )
         jit_used = compiled.jit
         if acc is None:
@@ -261,7 +266,7 @@ class _ProbeEntry:
     last_weights: tuple[float, float] | None = None  # at the previous "auto" decision
 
 
-def _run_batch(model, layers, wrappers, names, spec, state, batch, jit_compile, transport, gates):
+def _run_batch(model, layers, wrappers, names, spec, state, batch, jit_compile, directions, gates):
     """Run the probe on one batch, choosing and checking its compiled form.
 
     ``jit_compile="auto"`` runs TensorFlow's own kernels until the probe has run
@@ -274,7 +279,7 @@ def _run_batch(model, layers, wrappers, names, spec, state, batch, jit_compile, 
     new weights; one that does not reproduce the model is not used again.
     """
     x_in, y_in = batch.x, batch.y
-    directions = transport_directions(batch.size, layers) if transport else None
+    transport = directions is not None  # the batch's rows of the directions u
     specs = _specs(x_in, y_in, transport)
     key = (spec.key, state, y_in is None, transport, gates, repr(specs), structure_key(model))
     entry = _CACHE.setdefault(model, {}).setdefault(key, _ProbeEntry())
@@ -396,7 +401,9 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
                     and getattr(y_pred, "_keras_mask", None) is None
                     and not model.losses
                 )
-                weights = list(model.trainable_variables) if exact else []
+                # TensorFlow's variables: see _compile_gradients
+                weights = [getattr(w, "value", w) for w in model.trainable_variables]
+                weights = weights if exact else []
         if not recorder.calls:
             refuse(f"model {model.name!r} never called its recurrent layers")
         compiled.calls[:] = [(c.layer, c.kind, c.backwards) for c in recorder.calls]
@@ -441,8 +448,20 @@ def transport_directions(examples: int, layers: list[keras.layers.RNN]) -> np.nd
     """The fixed random directions u: row i is example i's, N(0, 1) entries from a NumPy
     generator seeded with 7919, one column per unit of the widest recurrent layer (a
     layer with n units uses the first n columns, normalized)."""
-    width = max(int(tf.nest.flatten(layer.cell.state_size)[0]) for layer in layers)
-    return np.random.default_rng(7919).standard_normal((examples, width)).astype("float32")
+    return _DirectionStream(layers).next(examples)
+
+
+class _DirectionStream:
+    """The rows of :func:`transport_directions`, handed out batch by batch: the stream
+    fills rows in order, so drawing a rows and then b rows gives rows 0..a+b-1 of one
+    draw of a + b rows, and example i gets row i whatever the batch sizes."""
+
+    def __init__(self, layers: list[keras.layers.RNN]) -> None:
+        self.width = max(int(tf.nest.flatten(layer.cell.state_size)[0]) for layer in layers)
+        self.generator = np.random.default_rng(7919)
+
+    def next(self, rows: int) -> np.ndarray:
+        return self.generator.standard_normal((rows, self.width)).astype("float32")
 
 
 def _weights_fingerprint(model: keras.Model) -> tuple[float, float]:
@@ -709,18 +728,42 @@ def _grow_add(store: list[np.ndarray], index: int, values: np.ndarray) -> None:
 _NORM_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+class InexactAcrossBatches(ValueError):
+    """The optimizer's gradient norm was asked over several batches for a loss whose
+    whole-data gradient is not the size-weighted mean of the batches' gradients."""
+
+
+def _inexact_message(model: keras.Model, spec: LossSpec, masked: bool) -> str:
+    why = (
+        "its output is masked, so Keras divides the loss by the unmasked entries of the whole batch"
+        if masked
+        else f"its loss {spec.label} is not reduced to the mean of per-example losses"
+    )
+    return (
+        f"the global gradient norm of model {model.name!r} cannot be combined exactly from "
+        f"several batches: {why}; pass all examples in one batch (batch_size=None, or one "
+        "batch of the dataset)"
+    )
+
+
 def global_norm(
     model: keras.Model, x: Any, y: Any = None, *, loss: Any = None, batch_size: int | None = None
 ) -> tuple[float, LossSpec]:
     """The norm of the gradient of the loss an optimizer would see, w.r.t. every
     trainable weight: the loss reduced as Keras reduces it, plus the model's own
-    regularization losses; over several batches, the example-weighted mean gradient."""
+    regularization losses; over several batches, the example-weighted mean gradient,
+    which is the gradient on all the examples at once only when Keras's loss is the
+    mean of per-example losses: otherwise (a summing reduction, a loss that masks
+    entries, an output mask) several batches raise :class:`InexactAcrossBatches`."""
     check_model(model)
     spec, batches = prepare_batches(
         model, x, y, lambda has: resolve_loss(model, loss, has_targets=has), batch_size=batch_size
     )
-    total, count = None, 0
+    total, count, seen, masked = None, 0, 0, False
     for batch in batches:
+        seen += 1
+        if seen > 1 and (masked or not spec.mean_of_examples):
+            raise InexactAcrossBatches(_inexact_message(model, spec, masked))
         specs = _specs(batch.x, batch.y, False)
         key = (spec.key, batch.y is None, repr(specs), structure_key(model))
         per_model = _NORM_CACHE.setdefault(model, {})
@@ -736,6 +779,8 @@ def global_norm(
                 f"the gradient of model {model.name!r} could not be computed on x: "
                 f"{_op_error_cause(err)}"
             ) from err
+        values, output_masked = values
+        masked = masked or bool(output_masked)
         grads = [g.numpy().astype(np.float64) * batch.size for g in values]
         total = grads if total is None else [a + b for a, b in zip(total, grads)]
         count += batch.size
@@ -755,8 +800,15 @@ def _compile_gradients(model: keras.Model, spec: LossSpec, specs: list) -> Calla
             extra = [tf.cast(tf.reduce_sum(v), value.dtype) for v in model.losses]
             if extra:
                 value = value + tf.add_n(extra)
-        grads = tape.gradient(value, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        # the TensorFlow variables: with Keras's (whose dtype is a string), a weight the
+        # loss does not reach breaks UnconnectedGradients.ZERO
+        sources = [getattr(w, "value", w) for w in weights]
+        grads = tape.gradient(value, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         # Embeddings have sparse (IndexedSlices) gradients: densify them.
-        return [tf.cast(tf.convert_to_tensor(g), tf.float64) for g in grads]
+        grads = [tf.cast(tf.convert_to_tensor(g), tf.float64) for g in grads]
+        # whether Keras's loss divides by the unmasked entries of this batch (an output
+        # mask): then batches cannot be combined by their sizes
+        masked = getattr(y_pred, "_keras_mask", None) is not None
+        return grads, tf.constant(masked)
 
     return tf.function(gradients, input_signature=specs)

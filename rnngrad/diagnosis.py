@@ -35,7 +35,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from rnngrad._engine import ProbeRun, Row, global_norm, run_probe
+from rnngrad._engine import InexactAcrossBatches, ProbeRun, Row, global_norm, run_probe
 from rnngrad._validation import check_float
 from rnngrad.models import GATES, recurrent_matrix
 from rnngrad.probes import LossArg
@@ -138,7 +138,12 @@ class DiagnosisReport:
             f"examples = {self.batch_size}, loss = {self.loss})",
             f"rules: vanishing below {rules['vanishing_ratio']:g}, exploding above "
             f"{rules['exploding_ratio']:g} of the gradient arriving at a layer's last state",
-            f"global gradient norm: {self.global_gradient_norm:.3g}",
+            "global gradient norm: "
+            + (
+                f"{self.global_gradient_norm:.3g}"
+                if not math.isnan(self.global_gradient_norm)
+                else "not measured (see the notes)"
+            ),
         ]
         for layer in self.layers:
             horizon = "beyond the sequence" if layer.horizon is None else f"{layer.horizon} steps"
@@ -201,7 +206,11 @@ def diagnose(
     loss : None, str, keras.losses.Loss or callable
         As for the probe: by default the model's compiled loss, else MSE.
     batch_size : int, optional
-        Measure in batches of at most this many examples.
+        Measure in batches of at most this many examples. The profile, the transport
+        and the gate openings are the same in any batches (each example keeps its own
+        direction u); the global gradient norm is the whole data's when the loss is a
+        mean of per-example losses, and is not reported (NaN, with a note) when batches
+        cannot give it exactly (a summing reduction, a masked loss).
     vanishing_ratio, exploding_ratio : float
         The transport below (above) which a layer is vanishing (exploding); also the
         horizon's threshold. Defaults :data:`~rnngrad.verdicts.VANISHING_RATIO`,
@@ -234,8 +243,12 @@ def diagnose(
     if not any(count.sum() for count in run.norm_counts):
         raise ValueError("every step of every example in x is masked: there is nothing to diagnose")
     norm = run.global_norm  # measured in the same pass where that is exact
+    norm_note = None
     if norm is None:
-        norm, _ = global_norm(model, x, y, loss=loss, batch_size=batch_size)
+        try:
+            norm, _ = global_norm(model, x, y, loss=loss, batch_size=batch_size)
+        except InexactAcrossBatches as err:  # reported as not measured, never as a guess
+            norm, norm_note = float("nan"), f"no global gradient norm is reported: {err}"
     rules = {"vanishing_ratio": vanishing_ratio, "exploding_ratio": exploding_ratio}
     reports = _layer_reports(run, rules)
     with_signal = [r for r in reports if r.verdict != NO_SIGNAL]
@@ -244,7 +257,7 @@ def diagnose(
         verdict, decay, reach = worst.verdict, worst.decay_per_step, worst.horizon
     else:
         verdict, decay, reach = NO_SIGNAL, float("nan"), None
-    notes = []
+    notes = [norm_note] if norm_note else []
     if run.output_non_finite:
         # The states behind a non-finite output have overflowed: whatever the transport
         # through them reads (a ReLU's zero slope at inf reads as vanishing), the model
@@ -491,7 +504,12 @@ def _suggestions(
                     "if training is unstable, bound each update with global_clipnorm (set "
                     "near the median gradient norm); clipping bounds the step, not the growth",
                     name,
-                    f"{evidence}; the global gradient norm is {report.global_gradient_norm:.3g}",
+                    evidence
+                    + (
+                        f"; the global gradient norm is {report.global_gradient_norm:.3g}"
+                        if not math.isnan(report.global_gradient_norm)
+                        else ""
+                    ),
                 )
         elif layer.verdict == "vanishing":
             evidence = (

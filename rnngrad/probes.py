@@ -316,7 +316,10 @@ def global_gradient_norm(
     ----------
     model, x, y, loss, batch_size
         As in :func:`state_gradient_norms`. Over several batches, the gradient is the
-        mean of the batches' gradients weighted by their sizes.
+        mean of the batches' gradients weighted by their sizes, which is the gradient on
+        all the examples at once when Keras reduces the loss to the mean of per-example
+        losses; for any other loss (a ``"sum"`` reduction, ``ignore_class``, a masked
+        per-step loss) several batches raise ``ValueError``.
 
     Returns
     -------

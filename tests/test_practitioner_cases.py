@@ -310,7 +310,13 @@ def _keras_global_norm(model, x, y):
     """The norm of the gradient Keras's optimizer would see (compiled loss)."""
     with tf.GradientTape() as tape:
         value = model.compute_loss(x=x, y=y, y_pred=model(x))
-    return float(tf.linalg.global_norm(tape.gradient(value, model.trainable_variables)))
+    grads = tape.gradient(value, model.trainable_variables)
+    # dense: an Embedding's IndexedSlices repeat indices, whose norm is not the gradient's
+    dense = [
+        tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)  # None: not reached
+        for g, v in zip(grads, model.trainable_variables)
+    ]
+    return float(tf.linalg.global_norm(dense))
 
 
 def _small_lstm():
@@ -436,3 +442,85 @@ def test_a_float64_subclassed_model_gets_its_data_in_float64():
     grads = tape.gradient(loss, model.trainable_variables)
     keras_norm = float(tf.linalg.global_norm(grads))
     assert rnngrad.global_gradient_norm(model, x, y) == pytest.approx(keras_norm, rel=1e-12)
+
+
+@keras.saving.register_keras_serializable(package="rnngrad_tests")
+class _StopGradient(keras.layers.Layer):
+    def call(self, inputs):
+        return keras.ops.stop_gradient(inputs)
+
+
+def test_weights_the_loss_does_not_reach_get_zero_gradient_not_a_crash():
+    # A recurrent branch read through stop_gradient: Keras trains the model; its
+    # optimizer gradient is zero for that branch's weights. The global norm equals
+    # Keras's, and diagnose reports the branch as "no signal" (it crashed inside
+    # TensorFlow, on Keras variables whose dtype is a string).
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((10, 3))
+    cut = _StopGradient()(keras.layers.GRU(4, name="cut")(inputs))
+    kept = keras.layers.SimpleRNN(4, name="kept")(inputs)
+    outputs = keras.layers.Dense(1)(keras.layers.Concatenate()([cut, kept]))
+    model = keras.Model(inputs, outputs)
+    model.compile("sgd", "mse")
+    x = np.random.default_rng(0).normal(size=(6, 10, 3)).astype("float32")
+    y = np.ones((6, 1), "float32")
+    expected = _keras_global_norm(model, x, y)
+    assert abs(rnngrad.global_gradient_norm(model, x, y) - expected) < 1e-5 * expected
+    report = rnngrad.diagnose(model, x, y)
+    assert abs(report.global_gradient_norm - expected) < 1e-5 * expected
+    verdicts = {layer.name: layer.verdict for layer in report.layers}
+    assert verdicts["cut"] == "no signal" and verdicts["kept"] != "no signal", verdicts
+
+
+def test_batch_size_does_not_change_the_transport():
+    # each example keeps its own direction u whatever the batches (it was drawn by its
+    # position inside its batch)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((20, 3)), keras.layers.GRU(6), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x = np.random.default_rng(2).normal(size=(12, 20, 3)).astype("float32")
+    y = np.ones((12, 1), "float32")
+    whole = rnngrad.diagnose(model, x, y)
+    for batch_size in (5, 1):
+        batched = rnngrad.diagnose(model, x, y, batch_size=batch_size)
+        np.testing.assert_allclose(
+            batched.layers[0].transport, whole.layers[0].transport, rtol=1e-5
+        )
+        assert abs(batched.global_gradient_norm / whole.global_gradient_norm - 1) < 1e-5
+
+
+def test_a_global_norm_batches_cannot_give_exactly_is_refused_not_averaged():
+    # With reduction="sum" Keras's whole-batch gradient is the sum of the batches',
+    # not their size-weighted mean: over several batches the norm is refused (and
+    # diagnose reports none, with a note); in one batch it is Keras's.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((10, 3)), keras.layers.GRU(4), keras.layers.Dense(1)])
+    model.compile("sgd", keras.losses.MeanSquaredError(reduction="sum"))
+    x = np.random.default_rng(0).normal(size=(12, 10, 3)).astype("float32")
+    y = np.zeros((12, 1), "float32")
+    expected = _keras_global_norm(model, x, y)
+    assert abs(rnngrad.global_gradient_norm(model, x, y) - expected) < 1e-5 * expected
+    with pytest.raises(ValueError, match="cannot be combined exactly from several batches"):
+        rnngrad.global_gradient_norm(model, x, y, batch_size=6)
+    report = rnngrad.diagnose(model, x, y, batch_size=6)
+    assert np.isnan(report.global_gradient_norm)
+    assert any("no global gradient norm" in note for note in report.notes)
+    assert "not measured" in report.summary()
+    assert abs(rnngrad.diagnose(model, x, y).global_gradient_norm - expected) < 1e-5 * expected
+
+
+def test_a_masked_per_step_loss_over_batches_is_refused():
+    # Keras divides a masked per-step loss by the unmasked entries of the whole batch
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,), dtype="int32")
+    hidden = keras.layers.Embedding(10, 4, mask_zero=True)(inputs)
+    hidden = keras.layers.LSTM(4, return_sequences=True)(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    model.compile("sgd", "mse")
+    x = np.random.default_rng(0).integers(1, 10, size=(6, 8))
+    x[:3, :5] = 0  # left padding in half of the examples
+    y = np.ones((6, 8, 1), "float32")
+    expected = _keras_global_norm(model, x, y)
+    assert abs(rnngrad.global_gradient_norm(model, x, y) - expected) < 1e-5 * expected
+    with pytest.raises(ValueError, match="output is masked"):
+        rnngrad.global_gradient_norm(model, x, y, batch_size=2)

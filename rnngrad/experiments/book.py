@@ -156,7 +156,7 @@ def table_html(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     ----------
     header : sequence of str
         The column headings.
-    rows : sequence of sequences
+    rows : sequence of sequence
         One sequence of cells per row, as many as ``header`` has headings; each cell is
         shown as ``str(cell)`` (format numbers before).
 

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Quiet TensorFlow's C++ start-up logs in every process we start.
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: book book-strict pdf test lint unit notebooks site-test repro benchmark report lock \
+.PHONY: book book-strict pdf test lint unit integration notebooks site-test repro benchmark report lock \
         clean cache-check test-latest
 
 $(STAMP): requirements-lock.txt pyproject.toml
@@ -45,15 +45,21 @@ cache-check:
 		rm -rf _build/.jupyter_cache; echo "$$hash" > _build/.package-hash; \
 	fi
 
-## test: lint, unit tests (with the docstring examples), then every notebook under nbmake
-test: lint unit notebooks
+## test: lint, unit tests (with the docstring examples), the integration tests, then every
+## notebook under nbmake
+test: lint unit integration notebooks
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+## unit: the fast tests (budget 3 minutes on 2 cores); integration: those that train
+## models or run the command in a subprocess
 unit: $(STAMP)
-	$(BIN)/pytest -q -n 2 --dist loadfile tests --ignore=tests/site -m "not slow" --doctest-modules rnngrad
+	$(BIN)/pytest -q -n 2 --dist loadfile tests --ignore=tests/site -m "not slow and not integration" --doctest-modules rnngrad
+
+integration: $(STAMP)
+	$(BIN)/pytest -q -n 2 --dist loadfile tests --ignore=tests/site -m "integration"
 
 notebooks: $(STAMP)
 	$(BIN)/pytest -q -n auto --nbmake --nbmake-timeout=300 book

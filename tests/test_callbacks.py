@@ -38,6 +38,7 @@ def test_every_n_batches_with_several_updates_per_compiled_call(data):
     assert history.steps == [0, 3, 6, 8, 11, 14, 16]
 
 
+@pytest.mark.integration
 def test_records_before_training_and_after_every_epoch(data):
     x, y = data
     model = rnngrad.build_rnn("gru", 6, input_dim=2, seed=2)
@@ -60,6 +61,7 @@ def test_records_before_training_and_after_every_epoch(data):
     assert all(p.shape == (1, 12) for p in history.profiles)
 
 
+@pytest.mark.integration
 def test_every_n_batches_counts_across_epochs(data):
     x, y = data
     history = GradientHistory(x[:8], y[:8], every_n_batches=3)
@@ -97,6 +99,7 @@ def test_without_targets_the_loss_is_half_the_squared_output(data):
     np.testing.assert_allclose(profile, rnngrad.state_gradient_norms(model, x[:8], None))
 
 
+@pytest.mark.integration
 def test_subclasses_override_record_and_history_resets_per_fit(data):
     x, y = data
 

@@ -75,6 +75,7 @@ def run(capfd, monkeypatch):
     return call
 
 
+@pytest.mark.integration
 def test_json_report_and_exit_status(files):
     result = run_fresh("diagnose", "vanishing.keras", "--data", "data.npz", "--json", cwd=files)
     assert result.returncode == 0, result.stderr
@@ -196,6 +197,7 @@ class HalfCell(keras.layers.Layer):
 """
 
 
+@pytest.mark.integration
 def test_a_custom_cell_needs_its_module_imported_and_the_error_names_it(tmp_path):
     (tmp_path / "halfcells.py").write_text(CUSTOM_CELL_MODULE)
     sys.path.insert(0, str(tmp_path))

@@ -67,6 +67,7 @@ def test_linear_orthogonal_transport_is_exactly_the_gain_to_the_lag(x):
     assert healthy.suggestions == []
 
 
+@pytest.mark.integration
 def test_the_transport_of_each_stacked_layer_is_its_own_recurrence(x):
     first = keras.layers.LSTM(6, return_sequences=True)
     second = keras.layers.GRU(5)
@@ -253,6 +254,7 @@ class _ScaledCell(keras.layers.SimpleRNNCell):
         return halved, [halved]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("kind", ["stock", "custom cell", "regularized"])
 def test_the_reported_global_norm_is_the_optimizers_gradient_norm(x, kind):
     if kind == "custom cell":

@@ -53,6 +53,7 @@ def test_horizon_collapse_is_noticed():
     assert monitor.horizons == [10, 4] and monitor.events[-1].kind == "horizon"
 
 
+@pytest.mark.integration
 def test_the_horizon_is_the_one_diagnose_reports(data):
     x, y = data
     model = rnngrad.build_rnn("simple", 8, input_dim=2, recurrent_gain=0.5)
@@ -62,6 +63,7 @@ def test_the_horizon_is_the_one_diagnose_reports(data):
     assert monitor.horizons[-1] == report.layers[0].horizon
 
 
+@pytest.mark.integration
 def test_log_keys_reach_callbacks_listed_before_the_monitor(data):
     x, y = data
     seen = []
@@ -77,6 +79,7 @@ def test_log_keys_reach_callbacks_listed_before_the_monitor(data):
     assert seen == [(True, True), (True, True)]
 
 
+@pytest.mark.integration
 def test_tensorboard_gets_each_rows_horizon_decay_and_a_profile_image(data, tmp_path):
     x, y = data
     model = keras.Sequential(
@@ -101,6 +104,7 @@ def test_tensorboard_gets_each_rows_horizon_decay_and_a_profile_image(data, tmp_
     } <= tags
 
 
+@pytest.mark.integration
 def test_a_healthy_run_raises_no_event(data):
     x, y = data
     model = rnngrad.build_rnn("gru", 8, input_dim=2)

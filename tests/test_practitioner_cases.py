@@ -50,6 +50,7 @@ def test_an_unbatched_dataset_is_refused_with_the_fix():
     state_gradient_norms(model, dataset.batch(4))  # batched: measured
 
 
+@pytest.mark.integration
 def test_an_elementwise_loss_on_a_masked_sequence_is_masked_as_keras_masks_it():
     def squared(a, b):
         return tf.square(a - b)  # (B, T, 1): Keras squeezes it to the mask's rank
@@ -89,6 +90,7 @@ class TwoInputs(keras.Model):
         return self.head(tf.concat([self.first(inputs[0]), self.second(inputs[1])], -1))
 
 
+@pytest.mark.integration
 def test_a_subclassed_model_with_two_inputs_keeps_its_batch():
     model = TwoInputs()
     x3 = X[:3]
@@ -286,6 +288,7 @@ def test_an_example_masked_at_every_step_is_named_not_blamed_on_the_replay():
         rnngrad.state_gradient_norms(model, x, np.zeros((6, 1)))
 
 
+@pytest.mark.integration
 def test_train_keeps_the_compiled_loss_and_refuses_datasets_clearly():
     model = keras.Sequential(
         [keras.Input((20, 2)), keras.layers.GRU(4), keras.layers.Dense(3, activation="softmax")]
@@ -343,6 +346,7 @@ def test_two_loss_objects_with_the_same_config_are_not_confused():
     np.testing.assert_allclose(ten, 10 * one, rtol=1e-5)
 
 
+@pytest.mark.integration
 def test_freezing_a_layer_changes_the_global_norm_as_keras_computes_it():
     model = _small_lstm()
     x = np.random.default_rng(1).normal(size=(4, 12, 3)).astype("float32")
@@ -450,6 +454,7 @@ class _StopGradient(keras.layers.Layer):
         return keras.ops.stop_gradient(inputs)
 
 
+@pytest.mark.integration
 def test_weights_the_loss_does_not_reach_get_zero_gradient_not_a_crash():
     # A recurrent branch read through stop_gradient: Keras trains the model; its
     # optimizer gradient is zero for that branch's weights. The global norm equals

@@ -316,6 +316,7 @@ def _weights_gradient_models():
     return cases
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", list(_weights_gradient_models()))
 def test_the_weights_gradient_of_the_diagnose_pass_is_keras_gradient_per_variable(name):
     # diagnose's global norm comes from weight gradients built after the backward loop

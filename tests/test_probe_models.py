@@ -48,6 +48,7 @@ def test_bidirectional_rows_equal_an_unroll_of_both_directions(merge_mode, retur
     assert names == ["bi (forward)", "bi (backward)"]
 
 
+@pytest.mark.integration
 def test_the_text_classifier_people_copy_two_stacked_bidirectional_lstms_with_masking():
     vocabulary, steps = 30, 14
     model = keras.Sequential(
@@ -151,6 +152,7 @@ def test_multi_input_models_take_lists_and_dicts():
         state_gradients(model, {"sequence": xs}, y)
 
 
+@pytest.mark.integration
 def test_batches_and_datasets_give_the_mean_over_everything():
     model = rnngrad.build_rnn("lstm", 6, input_dim=2, layers=2)
     x, y = rnngrad.tasks.adding_problem(21, 15, seed=2)

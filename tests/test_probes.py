@@ -220,6 +220,7 @@ def test_linear_rnn_with_scaled_orthogonal_matrix_gives_rho_to_the_lag(rho):
     np.testing.assert_allclose(ratio, expected, rtol=1e-10)
 
 
+@pytest.mark.integration
 def test_xla_and_graph_paths_agree_and_compiled_probe_is_cached():
     model = rnngrad.build_rnn("lstm", 8, input_dim=2, layers=2)
     x, y = adding_problem(4, 25, seed=9)

@@ -14,6 +14,7 @@ def data():
     return adding_problem(256, 15, seed=0)
 
 
+@pytest.mark.integration
 def test_train_records_history_and_seed_repeats(data):
     x, y = data
     first = training.train(rnngrad.build_rnn("simple", 8, input_dim=2, seed=1), x, y, epochs=2)
@@ -32,6 +33,7 @@ def test_divergence_stops_with_a_warning_and_keeps_the_history(data):
     assert not np.isfinite(result.history["loss"][-1])
 
 
+@pytest.mark.integration
 def test_train_seeds_equals_training_each_seed_from_scratch(data):
     x, y = data
 
@@ -44,6 +46,7 @@ def test_train_seeds_equals_training_each_seed_from_scratch(data):
         np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-6)
 
 
+@pytest.mark.integration
 def test_train_seeds_shares_compiled_models_across_calls_only_where_it_may(data):
     x, y = data
 
@@ -82,6 +85,7 @@ def test_train_seeds_shares_compiled_models_across_calls_only_where_it_may(data)
         training.train_seeds(build("gru", 1.0), x, y, [0], epochs=1, trainers=[])
 
 
+@pytest.mark.integration
 def test_a_sweep_and_train_seeds_share_compiled_models(data):
     from rnngrad.experiments.sweeps import sweep
 
@@ -121,6 +125,7 @@ def test_a_sweep_and_train_seeds_share_compiled_models(data):
         sweep(build, x, y, settings, [0], epochs=1, trainers="no")
 
 
+@pytest.mark.integration
 def test_a_run_is_seeded_as_by_seed_everything_whatever_ran_before(data, monkeypatch):
     import tensorflow as tf
 
@@ -148,6 +153,7 @@ class _Noisy(keras.layers.Layer):  # a stateful TensorFlow random op in the trai
         return inputs + 0.1 * tf.random.uniform(tf.shape(inputs), seed=1)
 
 
+@pytest.mark.integration
 def test_a_model_with_its_own_layers_is_seeded_with_an_emptied_cache(data):
     from rnngrad._seed import _only_keras_layers
 
@@ -210,6 +216,7 @@ def test_mismatched_data_is_named(data):
         training.train(rnngrad.build_rnn("simple", 4, input_dim=2), x, y[:10], epochs=1)
 
 
+@pytest.mark.integration
 def test_trainer_reuses_one_compiled_model_across_data_and_equals_fresh_training(data):
     x, y = data
     x_long, y_long = adding_problem(256, 25, seed=1)  # other data, other length
@@ -275,6 +282,7 @@ def test_architecture_key_ignores_the_seed_of_a_wrapped_cell():
     assert key(build(4, 0)) != key(build(5, 0))
 
 
+@pytest.mark.integration
 def test_several_updates_per_call_unless_a_callback_watches_batches():
     from rnngrad.callbacks import GradientHistory, StopOnNonFinite
 

@@ -16,6 +16,7 @@ def linear_model(features, seed=0):
     )
 
 
+@pytest.mark.integration
 def test_linear_least_squares_hessian_is_two_x_transpose_x_over_n():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(50, 3)), rng.normal(size=(50, 1))
@@ -45,6 +46,7 @@ def set_flat(model, flat):
         start += w.numpy().size
 
 
+@pytest.mark.integration
 def test_rnn_hessian_matches_finite_differences_of_the_gradient():
     # A tanh RNN (3 units): the full Hessian from central differences of the exact gradient
     model = rnngrad.build_rnn("simple", 3, input_dim=2, dtype="float64", recurrent_gain=1.3)

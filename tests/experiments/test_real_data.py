@@ -98,6 +98,7 @@ def test_classifier_builds_build_rnn_models_with_chrono_set_to_the_length():
         classifier(4, chrono=1)
 
 
+@pytest.mark.integration
 def test_compare_models_profiles_are_the_probe_before_and_after_training(rows):
     (x, y), (x_test, y_test) = rows
     models = {
@@ -124,6 +125,7 @@ def test_compare_models_profiles_are_the_probe_before_and_after_training(rows):
         assert record["accuracy"] == accuracy(fresh, x_test, y_test)
 
 
+@pytest.mark.integration
 def test_compare_models_runs_equal_independent_training(rows):
     (x, y), _ = rows
     models = {"tanh": classifier(4), "identity": classifier(4, recurrent_initializer="identity")}

@@ -89,6 +89,7 @@ def test_gru_is_supported_and_lstm_is_refused():
     assert omega_ratios(stacked, x, y, layer=name).shape == (3, 5)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("strength", [0.0, 0.5])
 def test_one_full_batch_step_is_sgd_on_loss_plus_strength_times_omega(setup, strength):
     model, x, y = setup
@@ -115,6 +116,7 @@ def test_training_with_omega_brings_the_factors_towards_one():
     assert result.history["omega"][-1] < result.history["omega"][0]
 
 
+@pytest.mark.integration
 def test_a_model_trained_again_reuses_its_compiled_step_and_repeats_a_fresh_run():
     from rnngrad.experiments import regularizers
 

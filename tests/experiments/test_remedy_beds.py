@@ -101,6 +101,7 @@ def test_compiled_mse_equals_validation_mse_for_other_models_of_the_architecture
         compiled_mse(reference, x, y[:3])
 
 
+@pytest.mark.integration
 def test_last_finite_weights_are_the_weights_before_the_overflow():
     x, y = bed_data("instability")["probe"]
     model = build_instability()

@@ -141,6 +141,7 @@ def test_sharpness_history_measures_at_the_chosen_updates_of_every_fit():
     assert history.runs[0]["largest"] == pytest.approx(history.runs[1]["largest"], rel=1e-9)
 
 
+@pytest.mark.integration
 def test_sharpness_history_lets_a_call_run_the_updates_between_its_measurements():
     x, y = rnngrad.tasks.adding_problem(64, 5, seed=0)  # 8 updates an epoch at batch 8
     weights = rnngrad.build_rnn("simple", 4, input_dim=2, dtype="float64", seed=0).get_weights()
@@ -163,6 +164,7 @@ def test_sharpness_history_lets_a_call_run_the_updates_between_its_measurements(
     assert runs[0]["largest"] == runs[1]["largest"]
 
 
+@pytest.mark.integration
 def test_sharpness_history_can_measure_on_a_model_compiled_already():
     from rnngrad.experiments import sharpness as module
 
@@ -190,6 +192,7 @@ def test_sharpness_history_can_measure_on_a_model_compiled_already():
         SharpnessHistory(x, y, at_updates=[0], measure_on="model")
 
 
+@pytest.mark.integration
 def test_the_compiled_product_reads_the_current_weights():
     model, x, y = _tiny_rnn()
     before = sharpness(model, x, y, iterations=10).largest

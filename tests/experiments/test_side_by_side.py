@@ -15,6 +15,7 @@ def alone(model, x, y, **fit):
     return model
 
 
+@pytest.mark.integration
 def test_each_block_trains_as_its_network_alone():
     x, y = rnngrad.tasks.adding_problem(96, 7, seed=0)
     x2, y2 = rnngrad.tasks.adding_problem(96, 7, seed=1)

@@ -18,6 +18,7 @@ def build(seed, units=4, cell="simple"):
     return rnngrad.build_rnn(cell, units, input_dim=2, seed=seed)
 
 
+@pytest.mark.integration
 def test_records_are_tidy_and_in_order(data):
     x, y = data
 
@@ -32,6 +33,7 @@ def test_records_are_tidy_and_in_order(data):
         assert record["final_loss"] == record["history"]["loss"][-1]
 
 
+@pytest.mark.integration
 def test_learning_rate_settings_equal_independent_runs(data):
     # the two settings share one compiled model; the runs must not notice
     x, y = data
@@ -53,6 +55,7 @@ def test_learning_rate_settings_equal_independent_runs(data):
         assert record["final_loss"] == pytest.approx(alone.final(), rel=1e-6)
 
 
+@pytest.mark.integration
 def test_model_settings_go_to_build_and_train_settings_to_train(data):
     x, y = data
     records = sweep(
@@ -80,6 +83,7 @@ def test_divergence_is_recorded_not_raised(data):
     assert records[0]["diverged"] and not np.isfinite(records[0]["final_loss"])
 
 
+@pytest.mark.integration
 def test_progress_goes_to_stderr_only_when_asked(data, capsys):
     x, y = data
     sweep(build, x, y, [{"units": 2}], [0], epochs=1, progress=True)
@@ -106,6 +110,7 @@ def test_success_rate_counts_per_group():
     ]
 
 
+@pytest.mark.integration
 def test_evaluation_is_the_models_compiled_loss_on_the_given_data(data):
     x, y = data
     records = sweep(build, x, y, [{}], [3], epochs=1, evaluate=evaluation(x[:40], y[:40]))
@@ -115,6 +120,7 @@ def test_evaluation_is_the_models_compiled_loss_on_the_given_data(data):
     assert records[0]["test_loss"] == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.integration
 def test_train_seeds_passes_evaluations_to_extra(data):
     x, y = data
     results = training.train_seeds(build, x, y, [0, 1], epochs=1, evaluate=lambda m: 7.0)

@@ -123,6 +123,7 @@ def test_long_range_share_for_sgd_is_the_relative_gradient_difference_at_any_rat
     assert long_range_share(model, x, y, lag=12) == 0.0  # no cut at all
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("cell", ["simple", "gru"])
 def test_compiled_cut_gradients_equal_the_eager_ones_for_every_weights_loaded(cell):
     from rnngrad.experiments import truncation

@@ -46,6 +46,7 @@ __all__ = [
     "global_norm",
     "probed_layers",
     "run_probe",
+    "tf_variables",
     "transport_directions",
 ]
 
@@ -401,9 +402,7 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
                     and getattr(y_pred, "_keras_mask", None) is None
                     and not model.losses
                 )
-                # TensorFlow's variables: see _compile_gradients
-                weights = [getattr(w, "value", w) for w in model.trainable_variables]
-                weights = weights if exact else []
+                weights = tf_variables(model.trainable_variables) if exact else []
         if not recorder.calls:
             refuse(f"model {model.name!r} never called its recurrent layers")
         compiled.calls[:] = [(c.layer, c.kind, c.backwards) for c in recorder.calls]
@@ -442,6 +441,16 @@ def _compile(model, layers, wrappers, spec, state, specs, jit, transport, gates)
 
     compiled.function = tf.function(probe, input_signature=specs, jit_compile=jit)
     return compiled
+
+
+def tf_variables(variables: Any) -> list[Any]:
+    """The TensorFlow variables behind Keras variables, as sources for ``tape.gradient``.
+
+    (TensorFlow needs them to fill in zeros for a variable the target does not depend
+    on: a Keras variable reports its dtype as a string, which breaks
+    ``UnconnectedGradients.ZERO``.)
+    """
+    return [getattr(v, "value", v) for v in variables]
 
 
 def transport_directions(examples: int, layers: list[keras.layers.RNN]) -> np.ndarray:
@@ -800,10 +809,8 @@ def _compile_gradients(model: keras.Model, spec: LossSpec, specs: list) -> Calla
             extra = [tf.cast(tf.reduce_sum(v), value.dtype) for v in model.losses]
             if extra:
                 value = value + tf.add_n(extra)
-        # the TensorFlow variables: with Keras's (whose dtype is a string), a weight the
-        # loss does not reach breaks UnconnectedGradients.ZERO
-        sources = [getattr(w, "value", w) for w in weights]
-        grads = tape.gradient(value, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        zero = tf.UnconnectedGradients.ZERO
+        grads = tape.gradient(value, tf_variables(weights), unconnected_gradients=zero)
         # Embeddings have sparse (IndexedSlices) gradients: densify them.
         grads = [tf.cast(tf.convert_to_tensor(g), tf.float64) for g in grads]
         # whether Keras's loss divides by the unmasked entries of this batch (an output

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from rnngrad._engine import tf_variables  # re-exported: the truncation and Omega code use it
 from rnngrad._losses import resolve_loss
 from rnngrad._validation import check_array, check_choice, check_float
 from rnngrad.probes import LossArg, check_model_data
@@ -95,15 +96,6 @@ def weight_gradients(
         mean_loss = tf.reduce_mean(spec.per_example(y, model(x, training=False)))
     grads = tape.gradient(mean_loss, tf_variables(variables), unconnected_gradients="zero")
     return [np.asarray(g, dtype=np.float64) for g in grads]
-
-
-def tf_variables(variables: Sequence[Any]) -> list[Any]:
-    """The TensorFlow variables behind Keras variables, as sources for ``tape.gradient``.
-
-    (TensorFlow needs them to fill in zeros for a variable the target does not depend
-    on: a Keras variable reports its dtype as a string.)
-    """
-    return [getattr(v, "value", v) for v in variables]
 
 
 def _check_gradients(gradients: Sequence[Any]) -> list[np.ndarray]:

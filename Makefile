@@ -54,7 +54,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 ## unit: the fast tests (budget 3 minutes on 2 cores); integration: those that train
-## models or run the command in a subprocess
+## models or run the command line end to end
 unit: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile tests --ignore=tests/site -m "not slow and not integration" --doctest-modules rnngrad
 

@@ -16,6 +16,9 @@ import pytest
 import rnngrad
 from rnngrad.cli import main
 
+# the command line end to end (model files, subprocesses): `make integration`
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
@@ -75,7 +78,6 @@ def run(capfd, monkeypatch):
     return call
 
 
-@pytest.mark.integration
 def test_json_report_and_exit_status(files):
     result = run_fresh("diagnose", "vanishing.keras", "--data", "data.npz", "--json", cwd=files)
     assert result.returncode == 0, result.stderr
@@ -197,7 +199,6 @@ class HalfCell(keras.layers.Layer):
 """
 
 
-@pytest.mark.integration
 def test_a_custom_cell_needs_its_module_imported_and_the_error_names_it(tmp_path):
     (tmp_path / "halfcells.py").write_text(CUSTOM_CELL_MODULE)
     sys.path.insert(0, str(tmp_path))

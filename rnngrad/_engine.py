@@ -47,7 +47,6 @@ __all__ = [
     "probed_layers",
     "run_probe",
     "tf_variables",
-    "transport_directions",
 ]
 
 STATES = ("h", "c", "all")
@@ -453,17 +452,13 @@ def tf_variables(variables: Any) -> list[Any]:
     return [getattr(v, "value", v) for v in variables]
 
 
-def transport_directions(examples: int, layers: list[keras.layers.RNN]) -> np.ndarray:
-    """The fixed random directions u: row i is example i's, N(0, 1) entries from a NumPy
-    generator seeded with 7919, one column per unit of the widest recurrent layer (a
-    layer with n units uses the first n columns, normalized)."""
-    return _DirectionStream(layers).next(examples)
-
-
 class _DirectionStream:
-    """The rows of :func:`transport_directions`, handed out batch by batch: the stream
-    fills rows in order, so drawing a rows and then b rows gives rows 0..a+b-1 of one
-    draw of a + b rows, and example i gets row i whatever the batch sizes."""
+    """The fixed random directions u of the transport, handed out batch by batch: row i
+    is example i's, N(0, 1) entries from a NumPy generator seeded with 7919, one column
+    per unit of the widest recurrent layer (a layer with n units uses the first n
+    columns, normalized). The stream fills rows in order, so drawing a rows and then b
+    rows gives rows 0..a+b-1 of one draw of a + b rows: example i gets row i whatever
+    the batch sizes."""
 
     def __init__(self, layers: list[keras.layers.RNN]) -> None:
         self.width = max(int(tf.nest.flatten(layer.cell.state_size)[0]) for layer in layers)

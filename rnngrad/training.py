@@ -581,6 +581,19 @@ def _compile(model, optimizer, learning_rate, clipnorm, clipvalue, global_clipno
     # measured on 2 cores, 3 epochs of a two-layer GRU stack (T = 40, batch 32) took
     # 10.4 s under XLA and 6.7 s on TensorFlow's kernels, after a compile no shorter.
     model.compile(optimizer=built, loss=loss, jit_compile=False)
+    build_optimizer(model)
+
+
+def build_optimizer(model: keras.Model) -> None:
+    """Create a compiled model's optimizer variables now, outside the training function.
+
+    Keras otherwise creates them while tracing the first training step, and
+    ``tf.function`` then traces the whole training function a second time (its rule for
+    variables created in a first call). The updates are bitwise the same; the first fit
+    of a compiled model takes 1-2 s less (measured on 2 cores, 32-unit LSTM and GRU).
+    """
+    if not model.optimizer.built:  # an optimizer passed in may be built already
+        model.optimizer.build(model.trainable_variables)
 
 
 def check_fit_arguments(

@@ -327,3 +327,25 @@ def test_a_stop_on_a_non_finite_loss_names_a_batch_of_the_epoch_with_several_upd
         result = training.train(model, x, y, epochs=3, optimizer="sgd", learning_rate=10.0)
     assert model.steps_per_execution == training.STEPS_PER_EXECUTION
     assert result.diverged and result.stopped_at[0] == 0 and 0 <= result.stopped_at[1] < 3
+
+
+def test_the_training_function_is_traced_once_and_trains_as_keras_does(data):
+    """The optimizer is built before the first fit, so ``tf.function`` traces the training
+    step once (not twice, as when the first trace creates the optimizer's variables), and
+    the updates are bitwise those of Keras's own compile and fit."""
+    x, y = data
+    traced = []
+    ours = rnngrad.build_rnn("gru", 4, input_dim=2, seed=5)
+    train_step = ours.train_step
+    ours.train_step = lambda batch: traced.append(1) or train_step(batch)
+    training.train(
+        ours, x, y, epochs=2, batch_size=48, optimizer="adam", learning_rate=0.01, seed=0
+    )
+    assert len(traced) == 1
+
+    keras_own = rnngrad.build_rnn("gru", 4, input_dim=2, seed=5)
+    keras_own.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", jit_compile=False)
+    rnngrad.seed_everything(0)
+    keras_own.fit(x, y, epochs=2, batch_size=48, shuffle=True, verbose=0)
+    for a, b in zip(ours.get_weights(), keras_own.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -20,6 +20,7 @@ import numpy as np
 
 from rnngrad._seed import seed_everything
 from rnngrad._validation import check_array, check_int
+from rnngrad.training import build_optimizer
 
 __all__ = ["BlockMask", "train_side_by_side"]
 
@@ -175,6 +176,7 @@ def train_side_by_side(
         jit_compile=False,
         steps_per_execution=-(-len(xs[0]) // batch_size),
     )
+    build_optimizer(network)  # one trace of the training function, not two
     seed_everything(seed)
     network.fit(
         np.concatenate(xs, axis=-1),

@@ -182,6 +182,11 @@ def _diagnose_command(args: argparse.Namespace) -> int:
     model, load_note = _load_model(path, unsafe=args.unsafe)
     x, y, source = _inputs(model, args, np)
     loss = _loss(args)
+    if y is None and args.loss != "auto":  # it would be silently ignored
+        raise CliError(
+            f"--loss {args.loss} needs targets: pass --data with an array y (without targets "
+            "the loss is 1/2 ||output||^2)"
+        )
     progress(f"measuring gradients on {_describe_batch(x, np)}")
     try:
         report = diagnose(model, x, y, loss=loss)

@@ -142,6 +142,7 @@ def test_fail_on_turns_the_verdict_into_exit_status_one_and_plot_is_written(file
         (["diagnose", "vanishing.keras", "--data", "text.npy"], "is not a .npy file"),
         (["diagnose", "vanishing.keras", "--loss", "nope"], "Keras loss name"),
         (["diagnose", "vanishing.keras", "--from-logits"], "--from-logits needs --loss"),
+        (["diagnose", "vanishing.keras", "--loss", "mse"], "--loss mse needs targets"),
         (["diagnose", "vanishing.keras", "--fail-on", "sad"], "--fail-on"),
         (["diagnose"], "required"),
     ],

@@ -20,7 +20,8 @@ single and stacked layers; a warm diagnose <= 1.5x a warm probe; no retracing fo
 repeated shape, a partial last batch included (checked at the end).
 
 Run with ``make benchmark`` (or ``python benchmarks/probe.py --update-readme`` to
-rewrite the table in README.md). Timings are medians of repeated warm calls.
+rewrite the table in README.md). Timings are medians of repeated warm calls; the ratios
+are medians of ratios of calls made back to back, round after round.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from tests.oracles import chain, mse, unrolled_state_gradients  # noqa: E402
 BATCH, UNITS = 32, 64
 WARMUP = 4
 MAX_WARMUP = 40  # calls; a probe settles (XLA or not) after XLA_AFTER_STABLE_RUNS runs
+ROUNDS = 15  # timed rounds of probe, training step and diagnose, back to back
 
 
 def settled(model: keras.Model) -> bool:
@@ -92,21 +94,46 @@ def bidirectional(length: int) -> keras.Model:
 
 def measure(model: keras.Model, length: int, eager_repeats: int) -> dict[str, float]:
     x, y = rnngrad.tasks.adding_problem(BATCH, length, seed=0)
+    # The training step runs on a copy, so that the probed weights never change (new
+    # weights would make the probe check its XLA form again, which a warm probe does not).
+    trained = keras.models.clone_model(model)
+    trained.set_weights(model.get_weights())
+    trained.compile(optimizer="sgd", loss="mse")
     model.compile(optimizer="sgd", loss="mse")
     start = time.perf_counter()
     rnngrad.state_gradient_norms(model, x, y)
     first_call = time.perf_counter() - start
-    row = {
-        "first": first_call,
-        "probe": median_seconds(lambda: rnngrad.state_gradient_norms(model, x, y), 7, model=model),
-        "train": median_seconds(lambda: model.train_on_batch(x, y), 7),
-        "diagnose": median_seconds(lambda: rnngrad.diagnose(model, x, y), 5, model=model),
+    calls = {
+        "probe": lambda: rnngrad.state_gradient_norms(model, x, y),
+        "train": lambda: trained.train_on_batch(x, y),
+        "diagnose": lambda: rnngrad.diagnose(model, x, y),
     }
+    row = {"first": first_call, **paired_seconds(calls, ROUNDS, model)}
     row["eager"] = (
         median_seconds(lambda: unrolled_state_gradients(chain(model), x, y, mse), 1, warmup=1)
         if eager_repeats
         else float("nan")
     )
+    return row
+
+
+def paired_seconds(calls: dict, rounds: int, model: keras.Model) -> dict[str, float]:
+    """Each call warm (as :func:`median_seconds` warms it), then ``rounds`` rounds of one
+    timed call each, back to back: the median time of each, and the medians of the
+    per-round ratios probe/train and diagnose/probe, which a drift of the machine's speed
+    during the run affects far less than a ratio of medians measured minutes apart."""
+    for name, call in calls.items():
+        median_seconds(call, 1, model=model if name != "train" else None)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    t = {name: np.array(values) for name, values in times.items()}
+    row = {name: float(np.median(values)) for name, values in t.items()}
+    row["probe/train"] = float(np.median(t["probe"] / t["train"]))
+    row["diagnose/probe"] = float(np.median(t["diagnose"] / t["probe"]))
     return row
 
 
@@ -140,8 +167,8 @@ def table(rows: list[tuple[str, int, dict[str, float]]]) -> str:
         ratio = "" if np.isnan(r["eager"]) else f"{r['eager'] / r['probe']:.0f}×"
         lines.append(
             f"| {name} | {length} | {r['probe'] * 1e3:.1f} ms | {r['train'] * 1e3:.1f} ms "
-            f"| {r['probe'] / r['train']:.2f}× | {r['diagnose'] * 1e3:.1f} ms "
-            f"| {r['diagnose'] / r['probe']:.2f}× | {eager} | {ratio} | {r['first']:.1f} s |"
+            f"| {r['probe/train']:.2f}× | {r['diagnose'] * 1e3:.1f} ms "
+            f"| {r['diagnose/probe']:.2f}× | {eager} | {ratio} | {r['first']:.1f} s |"
         )
     return "\n".join(lines)
 

@@ -146,6 +146,10 @@ def state_gradient_norms(
     RuntimeWarning
         If gradients overflow (inf or NaN) in the dtype they are computed in:
         exploding gradients are a result to report, not an error.
+    UserWarning
+        If the model is compiled with a loss but no targets were given (neither ``y``
+        nor in the dataset) and ``loss`` is None: the array is then the gradient of
+        ``1/2 ||output||^2``, not of the compiled loss.
 
     Examples
     --------
@@ -164,7 +168,22 @@ def state_gradient_norms(
         model, x, y, loss=loss, state=state, jit_compile=jit_compile, batch_size=batch_size
     )
     _warn_if_overflowing(run)
+    _warn_if_compiled_loss_unused(model, run, loss)
     return run.norms()
+
+
+def _warn_if_compiled_loss_unused(model: keras.Model, run: Any, loss: Any) -> None:
+    """The bare array does not say which loss it differentiates: say it once where the
+    model's compiled loss was passed over for want of targets."""
+    compiled = getattr(model, "compiled", False) and getattr(model, "loss", None) is not None
+    if compiled and loss is None and run.loss.source == "no targets":
+        warnings.warn(
+            f"model {model.name!r} is compiled with a loss, but no targets were given: "
+            "these are the gradients of the target-free loss 1/2 ||output||^2, not of the "
+            "compiled loss (pass y to use it)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def state_gradients(

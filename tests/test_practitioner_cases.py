@@ -529,3 +529,25 @@ def test_a_masked_per_step_loss_over_batches_is_refused():
     assert abs(rnngrad.global_gradient_norm(model, x, y) - expected) < 1e-5 * expected
     with pytest.raises(ValueError, match="output is masked"):
         rnngrad.global_gradient_norm(model, x, y, batch_size=2)
+
+
+def test_a_compiled_model_probed_without_targets_says_which_loss_it_differentiates():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((6, 2)), keras.layers.GRU(4), keras.layers.Dense(3, activation="softmax")]
+    )
+    x = np.random.default_rng(0).normal(size=(5, 6, 2)).astype("float32")
+    labels = np.array([0, 1, 2, 0, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not compiled: the target-free loss, no warning
+        state_gradient_norms(model, x)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    with pytest.warns(UserWarning, match="no targets were given: .*1/2 \\|\\|output\\|\\|\\^2"):
+        without = state_gradient_norms(model, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # targets, a dataset of (x, y), or a loss named: none
+        with_labels = state_gradient_norms(model, x, labels)
+        batches = tf.data.Dataset.from_tensor_slices((x, labels)).batch(2)
+        np.testing.assert_allclose(state_gradient_norms(model, batches), with_labels, rtol=1e-5)
+        state_gradient_norms(model, x, labels, loss="sparse_categorical_crossentropy")
+    assert not np.allclose(without, with_labels)

@@ -34,6 +34,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "architecture_key",
+    "build_optimizer",
     "check_evaluate",
     "check_fit_arguments",
     "check_seeds",

@@ -68,3 +68,31 @@ def test_page_style_numbers_from_the_given_page_and_quotes_the_title():
     style = make_pdf._page_style(42, 'The "cliff" \\ wall')
     assert "counter-reset:page 41" in style
     assert 'content:"The \\"cliff\\" \\\\ wall"' in style
+
+
+site = _load("rnngrad_site")
+
+
+def test_glued_e_notation_reads_as_a_power_of_ten():
+    from docutils import nodes
+
+    assert site.scientific("2.8e-08") == ("2.8", "−8")
+    assert site.scientific("-1.5e+03") == ("−1.5", "3")
+    assert site.scientific("1.0e+00") == ("1.0", "0")
+    for text in ("0.25", "nan", "2.8e-08 steps", "e-08", "-0.264"):
+        assert site.scientific(text) is None, text
+
+    def pasted(text):
+        return nodes.inline(text, text, classes=["pasted-text"])
+
+    paragraph = nodes.paragraph()
+    paragraph += [pasted("2.8e-08"), pasted("-0.264"), pasted("1.0e+00")]
+    paragraph += nodes.inline("3.0e-05", "3.0e-05")  # not glued: left alone
+    document = nodes.document(None, None)
+    document += paragraph
+    site._scientific_glue(None, document, "page")
+    first, second, third, plain = paragraph.children
+    assert first.astext() == "2.8\u00a0×\u00a010−8"
+    assert isinstance(first.children[-1], nodes.superscript)
+    assert second.astext() == "-0.264" and third.astext() == "1.0"
+    assert plain.astext() == "3.0e-05"

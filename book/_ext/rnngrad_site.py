@@ -23,6 +23,9 @@
   value, so the build after ``make pdf`` (the last step of ``make pdf`` itself) rewrites
   every page with the link, and one after the PDF was removed rewrites them without it:
   a plain ``make book`` never links a PDF it did not make.
+- Glued numbers in Python's e-notation (``{glue:text}`name:.1e``` gives "2.8e-08") are
+  shown as a reader writes them, "2.8 × 10⁻⁸" (a superscript exponent, a true minus
+  sign, no break inside the number), in the HTML and so in the PDF printed from it.
 - Wide figures on a phone scroll sideways in their own box (``chapters.css``);
   ``book/_static/rnngrad-scroll.js`` marks the boxes that do, so that the style sheet can
   show it (a fade at the hidden edge, a "scroll →" hint).
@@ -30,6 +33,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -67,6 +71,45 @@ def _drop_thebe_config(app: Any, doctree: Any, docname: str) -> None:
         text = node.astext()
         if "x-thebe-config" in text or text.strip().startswith("<script>kernelName"):
             node.parent.remove(node)
+
+
+# Python's format spec "e": an optional sign, a mantissa, "e", a signed exponent.
+_E_NOTATION = re.compile(r"(-?\d+(?:\.\d+)?)e([+-]\d+)")
+MINUS = "\u2212"
+
+
+def scientific(text: str) -> tuple[str, str] | None:
+    """("2.8", "-8") for "2.8e-08": the mantissa and the exponent, the exponent with a
+    true minus sign; None for text that is not one number in e-notation.
+
+    >>> scientific("2.8e-08"), scientific("-1.5e+03"), scientific("0.25")
+    (('2.8', '−8'), ('−1.5', '3'), None)
+    """
+    match = _E_NOTATION.fullmatch(text.strip())
+    if match is None:
+        return None
+    mantissa, exponent = match.group(1), str(int(match.group(2)))
+    return mantissa.replace("-", MINUS), exponent.replace("-", MINUS)
+
+
+def _scientific_glue(app: Any, doctree: Any, docname: str) -> None:
+    """Glued numbers in e-notation as "m × 10^e", the exponent a superscript."""
+    from docutils import nodes
+
+    for node in list(doctree.findall(nodes.inline)):
+        if "pasted-text" not in node.get("classes", []) or len(node.children) != 1:
+            continue
+        child = node.children[0]
+        parts = scientific(child.astext()) if isinstance(child, nodes.Text) else None
+        if parts is None:
+            continue
+        mantissa, exponent = parts
+        if exponent == "0":
+            node.replace(child, nodes.Text(mantissa))
+            continue
+        # no-break spaces: the number does not wrap inside itself
+        node.replace(child, nodes.Text(f"{mantissa}\u00a0×\u00a010"))
+        node.append(nodes.superscript(exponent, exponent))
 
 
 def _load_plotly_where_needed(
@@ -153,6 +196,7 @@ def setup(app: Any) -> dict[str, Any]:
     app.add_config_value("rnngrad_book_pdf", False, "html", types=[bool])
     app.connect("config-inited", _note_whether_there_is_a_pdf)
     app.connect("doctree-resolved", _drop_thebe_config, priority=900)  # after sphinx-thebe
+    app.connect("doctree-resolved", _scientific_glue, priority=900)  # glue is resolved
     app.connect("html-page-context", _drop_thebe_scripts)
     app.connect("html-page-context", _load_plotly_where_needed)
     # after sphinx-book-theme has built the page's buttons (its handler has priority 500)

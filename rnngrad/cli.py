@@ -163,6 +163,15 @@ def _check_arguments(args: argparse.Namespace) -> set[str]:
     return fail_on
 
 
+def _check_probed(model: Any) -> None:
+    from rnngrad._engine import probed_layers
+
+    try:
+        probed_layers(model, "h")
+    except ValueError as err:
+        raise CliError(str(err).strip().splitlines()[0]) from None
+
+
 def _starts_with(path: Path, magic: bytes) -> bool:
     with open(path, "rb") as handle:
         return handle.read(len(magic)) == magic
@@ -180,6 +189,7 @@ def _diagnose_command(args: argparse.Namespace) -> int:
 
     _import_modules(args.imports)
     model, load_note = _load_model(path, unsafe=args.unsafe)
+    _check_probed(model)  # a model the probe refuses is named before any data is asked for
     x, y, source = _inputs(model, args, np)
     loss = _loss(args)
     if y is None and args.loss != "auto":  # it would be silently ignored

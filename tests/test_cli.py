@@ -32,6 +32,9 @@ def files(tmp_path_factory):
     lam.save(folder / "lambda.keras")
     keras.Sequential([keras.Input((5, 2)), keras.layers.Dense(1)]).save(folder / "dense.keras")
     (folder / "corrupt.keras").write_text("not a model")
+    keras.Sequential(
+        [keras.Input((12, 3, 2)), keras.layers.ConvLSTM1D(2, 2), keras.layers.Flatten()]
+    ).save(folder / "convlstm.keras")
     x, y = rnngrad.tasks.adding_problem(8, 40, seed=0)
     np.savez(folder / "data.npz", x=x, y=y)
     np.save(folder / "x.npy", x)
@@ -143,6 +146,8 @@ def test_fail_on_turns_the_verdict_into_exit_status_one_and_plot_is_written(file
         (["diagnose", "vanishing.keras", "--loss", "nope"], "Keras loss name"),
         (["diagnose", "vanishing.keras", "--from-logits"], "--from-logits needs --loss"),
         (["diagnose", "vanishing.keras", "--loss", "mse"], "--loss mse needs targets"),
+        # the model's own refusal, before any data is asked for
+        (["diagnose", "convlstm.keras"], "ConvLSTM1D"),
         (["diagnose", "vanishing.keras", "--fail-on", "sad"], "--fail-on"),
         (["diagnose"], "required"),
     ],

@@ -173,8 +173,9 @@ def state_gradient_norms(
 
 
 def _warn_if_compiled_loss_unused(model: keras.Model, run: Any, loss: Any) -> None:
-    """The bare array does not say which loss it differentiates: say it once where the
-    model's compiled loss was passed over for want of targets."""
+    """The bare arrays of :func:`state_gradient_norms` and :func:`state_gradients` do not
+    say which loss they differentiate: say it where the model's compiled loss was passed
+    over for want of targets."""
     compiled = getattr(model, "compiled", False) and getattr(model, "loss", None) is not None
     if compiled and loss is None and run.loss.source == "no targets":
         warnings.warn(
@@ -198,8 +199,8 @@ def state_gradients(
 ) -> list[np.ndarray]:
     """The raw gradients dL_i/dh_t, for analyses that need directions, not only norms.
 
-    Takes the same arguments as :func:`state_gradient_norms` and runs the same single
-    backward pass.
+    Takes the same arguments as :func:`state_gradient_norms`, runs the same single
+    backward pass and warns as it does.
 
     Returns
     -------
@@ -229,6 +230,7 @@ def state_gradients(
         keep_gradients=True,
     )
     _warn_if_overflowing(run)
+    _warn_if_compiled_loss_unused(model, run, loss)
     longest = max(g.shape[1] for batches in run.gradients for g in batches)
     return [_concatenate(batches, longest) for batches in run.gradients]
 

@@ -544,6 +544,8 @@ def test_a_compiled_model_probed_without_targets_says_which_loss_it_differentiat
     model.compile("sgd", "sparse_categorical_crossentropy")
     with pytest.warns(UserWarning, match="no targets were given: .*1/2 \\|\\|output\\|\\|\\^2"):
         without = state_gradient_norms(model, x)
+    with pytest.warns(UserWarning, match="no targets were given"):
+        rnngrad.state_gradients(model, x)  # the raw gradients, a bare array too
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # targets, a dataset of (x, y), or a loss named: none
         with_labels = state_gradient_norms(model, x, labels)

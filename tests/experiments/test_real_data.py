@@ -150,6 +150,31 @@ def test_compare_models_runs_equal_independent_training(rows):
         np.testing.assert_allclose(record["history"], alone.history["loss"], rtol=1e-6)
 
 
+@pytest.mark.integration
+def test_compare_models_scores_every_run_as_accuracy_does(rows):
+    # one compiled model (and one traced scoring function) serves two seeds and two
+    # input shapes; every score equals the eager accuracy of the trained weights
+    (x, y), (x_test, y_test) = rows
+    pixels = ((x.reshape(-1, 64, 1), y), (x_test.reshape(-1, 64, 1), y_test))
+    tasks = {"rows": rows, "pixels": pixels}
+    models = {"tanh": classifier(4)}
+    records = compare_models(
+        models, tasks, [0, 1], profiles=False, keep_weights=True, epochs=1, batch_size=32
+    )
+    assert [(r["task"], r["seed"]) for r in records] == [
+        ("rows", 0),
+        ("rows", 1),
+        ("pixels", 0),
+        ("pixels", 1),
+    ]
+    for record in records:
+        (_, _), (inputs, labels) = tasks[record["task"]]
+        fresh = models["tanh"](0, input_dim=inputs.shape[2], length=inputs.shape[1])
+        fresh.set_weights(record["weights"])
+        assert record["accuracy"] == accuracy(fresh, inputs, labels)
+    assert len({r["accuracy"] for r in records}) > 1  # the runs differ
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [

@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 # Quiet TensorFlow's C++ start-up logs in every process we start.
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: book book-strict pdf test lint unit integration notebooks site-test repro benchmark report lock \
+.PHONY: book book-strict pdf test lint unit integration notebooks numerics site-test repro benchmark report \
+        lock \
         clean cache-check test-latest
 
 $(STAMP): requirements-lock.txt pyproject.toml
@@ -63,6 +64,15 @@ integration: $(STAMP)
 
 notebooks: $(STAMP)
 	$(BIN)/pytest -q -n auto --nbmake --nbmake-timeout=300 book
+
+## numerics: every notebook under nbmake once per floating-point kernel TensorFlow may pick
+## on another processor (oneDNN capped at AVX2, at AVX-512, uncapped; Eigen without oneDNN):
+## the checks must hold under each (about 4 x `make notebooks`; not part of `make test`)
+numerics: $(STAMP)
+	ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/pytest -q -n auto --nbmake --nbmake-timeout=300 book
+	ONEDNN_MAX_CPU_ISA=AVX512_CORE $(BIN)/pytest -q -n auto --nbmake --nbmake-timeout=300 book
+	$(BIN)/pytest -q -n auto --nbmake --nbmake-timeout=300 book
+	TF_ENABLE_ONEDNN_OPTS=0 $(BIN)/pytest -q -n auto --nbmake --nbmake-timeout=300 book
 
 ## site-test: the built site and the PDF in headless Chromium (needs `make book`, `make pdf`,
 ## and the chromium and poppler-utils packages)

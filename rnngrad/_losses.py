@@ -137,6 +137,13 @@ def resolve_loss(model: keras.Model, loss: Any, *, has_targets: bool) -> LossSpe
     """The loss to differentiate: ``loss`` if given, else the model's compiled loss,
     else MSE; without targets, ``1/2 ||output||^2``."""
     if not has_targets:
+        if loss is not None:
+            # a loss of targets cannot be differentiated without them; using the
+            # target-free loss instead would return other gradients than asked for
+            raise ValueError(
+                f"loss={_describe_argument(loss)} needs targets, but y is None: pass y, or "
+                "leave loss unset to probe the target-free loss 1/2 ||output||^2"
+            )
         return LossSpec("1/2 ||output||^2", "no targets", None, False, "no targets")
     source = "given"
     if loss is None:
@@ -257,3 +264,10 @@ def _describe_loss_object(loss: keras.losses.Loss) -> str:
     config = loss.get_config() if hasattr(loss, "get_config") else {}
     from_logits = config.get("from_logits")
     return name if from_logits is None else f"{name} (from_logits={from_logits})"
+
+
+def _describe_argument(loss: Any) -> str:
+    """``loss`` as an error message names it: a name quoted, an object by its class."""
+    if isinstance(loss, str):
+        return repr(loss)
+    return getattr(loss, "__name__", None) or type(loss).__name__

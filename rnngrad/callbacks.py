@@ -248,7 +248,13 @@ class GradientHistory(keras.callbacks.Callback):
         self.transports = []
         self._step = 0
         self._first_update = updates_made(self.model) or 0
-        self._take()
+        try:  # the first measurement is where the probe batch meets the model
+            self._take()
+        except (ValueError, TypeError) as err:
+            raise type(err)(
+                f"{type(self).__name__}: the probe batch (x_probe, y_probe) does not fit "
+                f"model {self.model.name!r}: {err}"
+            ) from err
 
     @property
     def watches_batches(self) -> bool:

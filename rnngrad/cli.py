@@ -139,6 +139,8 @@ def _check_arguments(args: argparse.Namespace) -> set[str]:
         raise CliError(f"--batch must be >= 1, got {args.batch}")
     if args.length is not None and args.length < 1:
         raise CliError(f"--length must be >= 1, got {args.length}")
+    if args.length is not None and args.data is not None:  # it would be silently ignored
+        raise CliError("--length sets the length of random inputs; it cannot go with --data")
     path = Path(args.model)
     if not path.is_file():
         raise CliError(f"no such model file: {path}")
@@ -207,9 +209,8 @@ def _diagnose_command(args: argparse.Namespace) -> int:
         report.notes.append(load_note)
     if source == "random":
         report.notes.append(
-            "inputs were random"
-            + ("" if y is not None else " and the loss 1/2 ||output||^2")
-            + ": real data can saturate units differently; pass --data for a verdict on your data"
+            "inputs were random: real data can saturate units differently; pass --data "
+            "for a verdict on your data"
         )
     if args.plot:
         _save_plot(report, args.plot)

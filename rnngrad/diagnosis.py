@@ -103,6 +103,7 @@ class LayerReport:
     gates: dict[str, float] | None = None
     keep_bias: float | None = None  # mean bias of the forget (LSTM) or update (GRU) gate
     projected_horizon: int | None = None  # healthy but shrinking: lags until the threshold
+    projected_growth: int | None = None  # healthy but growing: lags until the exploding one
 
 
 @dataclass
@@ -158,6 +159,12 @@ class DiagnosisReport:
                     f"    healthy over this length, but at this rate the transport would fall "
                     f"below {rules['vanishing_ratio']:g} after about "
                     f"{layer.projected_horizon} steps"
+                )
+            if layer.projected_growth is not None:
+                lines.append(
+                    f"    healthy over this length, but the transport grows: at this rate it "
+                    f"would exceed {rules['exploding_ratio']:g} (exploding) after about "
+                    f"{layer.projected_growth} steps"
                 )
             if layer.sigma_max:
                 blocks = ", ".join(
@@ -273,6 +280,12 @@ def diagnose(
         )
     if run.loss.source == "default":
         notes.append("the model is not compiled, so the loss is MSE; pass loss= to choose")
+    if run.loss.source == "no targets":
+        notes.append(
+            "no targets were given: the profiles and the global gradient norm are those of "
+            "the target-free loss 1/2 ||output||^2 (pass y for your loss's); the verdicts "
+            "read the transport, which does not depend on the loss"
+        )
     report = DiagnosisReport(
         verdict=verdict,
         decay_per_step=decay,
@@ -368,10 +381,13 @@ def _layer_report(
             matrix = recurrent_matrix(row.layer, None if row.family == "simple" else gate)
             rho[gate], sigma[gate], sigma_min[gate] = _spectrum(matrix)
     finite = transport[np.isfinite(transport)]
-    projected = None
+    projected = growth = None
     if verdict == "healthy" and math.isfinite(rate) and rate < 0:
         # At the fitted rate, the lag at which the transport would cross the threshold.
         projected = math.ceil(math.log(rules["vanishing_ratio"]) / rate)
+    if verdict == "healthy" and math.isfinite(rate) and rate > 0:
+        # the same for a transport that grows: the lag at which it would read exploding
+        growth = math.ceil(math.log(rules["exploding_ratio"]) / rate)
     return LayerReport(
         name=row.name,
         layer_class=type(row.layer).__name__,
@@ -393,6 +409,7 @@ def _layer_report(
         gates=gates,
         keep_bias=_keep_bias(row),
         projected_horizon=projected,
+        projected_growth=growth,
     )
 
 

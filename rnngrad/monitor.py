@@ -82,9 +82,11 @@ class GradientMonitor(GradientHistory):
 
     Attributes
     ----------
-    horizons : list of int
-        At each measurement, the shortest horizon over the recurrent rows (the sequence
-        length when the gradient reaches every step).
+    horizons : list of float
+        At each measurement, the shortest horizon over the recurrent rows, in steps: the
+        sequence length when the transport stays above ``threshold`` at every lag, NaN
+        when the gradients were not finite (no horizon can be read through overflowed
+        states). The logs' ``horizon`` is the last of them.
     events : list of GradientEvent
         Everything noticed, in order.
 
@@ -135,7 +137,7 @@ class GradientMonitor(GradientHistory):
         if log_dir is not None and not isinstance(log_dir, (str, Path)):
             raise TypeError(f"log_dir must be a path, got {type(log_dir).__name__}")
         self.log_dir = None if log_dir is None else str(log_dir)
-        self.horizons: list[int] = []
+        self.horizons: list[float] = []
         self.events: list[GradientEvent] = []
         self._active: set[str] = set()  # conditions that hold now: warned once already
         self._writer = None
@@ -175,7 +177,7 @@ class GradientMonitor(GradientHistory):
         earlier = [g for g in self.grad_norms if math.isfinite(g)]
         super().record(step, epoch, grad_norm, profile, transport)
         reaches = [self._horizon(row) for row in transport]
-        reach = int(min(reaches))
+        reach = math.nan if any(math.isnan(r) for r in reaches) else float(min(reaches))
         self.horizons.append(reach)
 
         finite = (
@@ -194,8 +196,8 @@ class GradientMonitor(GradientHistory):
             ),
             "horizon": (
                 finite and reach < self.horizon_fraction * first,
-                f"the gradient now reaches {reach} steps back, down from {first} at the "
-                "first measurement",
+                f"the gradient now reaches {reach:.0f} steps back, down from {first:.0f} at "
+                "the first measurement",
             ),
         }
         for kind, (holds, message) in checks.items():
@@ -208,13 +210,13 @@ class GradientMonitor(GradientHistory):
         if self._writer is not None:
             self._summaries(step, grad_norm, profile, transport, reaches)
 
-    def _horizon(self, transport: np.ndarray) -> int:
-        """Lags until the transport falls below the threshold (0 if it overflowed; the
-        number of lags measured if it never falls)."""
+    def _horizon(self, transport: np.ndarray) -> float:
+        """Lags until the transport falls below the threshold (NaN if it overflowed: a
+        zero would read as a collapse; the number of lags measured if it never falls)."""
         if not np.all(np.isfinite(transport)):
-            return 0
+            return math.nan
         below = np.nonzero(transport < self.threshold)[0]
-        return int(below[0]) if below.size else len(transport)
+        return float(below[0]) if below.size else float(len(transport))
 
     def _event(self, kind: str, step: int, epoch: float, message: str) -> None:
         self.events.append(GradientEvent(kind=kind, step=step, epoch=epoch, message=message))

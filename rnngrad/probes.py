@@ -28,7 +28,10 @@ refuses outright: stateful layers, layers that override ``call``, cells whose ou
 is not their first state, and ``state="c"`` for anything but a stock LSTM cell.
 
 Rows. One row per recurrent layer call, in call order; a ``Bidirectional`` layer gives
-two rows, ``"name (forward)"`` then ``"name (backward)"``. Every row is indexed by
+two rows, ``"name (forward)"`` then ``"name (backward)"``. A layer called more than once
+(a shared layer, or one inside ``TimeDistributed``, called once per slice) gives a row per
+call, the second named ``"name (call 2)"`` and so on; two different layers with the same
+name (two reloaded copies of one model) are told apart as ``"name [2]"``. Every row is indexed by
 *input time* t = 1..T: entry t of a backward row is the gradient with respect to the
 backward layer's state after it has read x_T, ..., x_t (its last processed step is
 t = 1). Masked steps (``Masking``, ``Embedding(mask_zero=True)``) carry the state, as in
@@ -243,7 +246,8 @@ class GradientProfiles:
     ----------
     names : list of str
         One per row, in call order: the layer's name, or ``"name (forward)"`` and
-        ``"name (backward)"`` for the two directions of a ``Bidirectional`` layer.
+        ``"name (backward)"`` for the two directions of a ``Bidirectional`` layer, and
+        ``"name (call k)"`` for the k-th call of a layer called more than once.
     norms : numpy.ndarray
         ``(rows, T)``, as :func:`state_gradient_norms` returns.
     directions : list of str

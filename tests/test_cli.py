@@ -146,6 +146,7 @@ def test_fail_on_turns_the_verdict_into_exit_status_one_and_plot_is_written(file
         (["diagnose", "vanishing.keras", "--loss", "nope"], "Keras loss name"),
         (["diagnose", "vanishing.keras", "--from-logits"], "--from-logits needs --loss"),
         (["diagnose", "vanishing.keras", "--loss", "mse"], "--loss mse needs targets"),
+        (["diagnose", "vanishing.keras", "--data", "x.npy", "--length", "9"], "--length"),
         # the model's own refusal, before any data is asked for
         (["diagnose", "convlstm.keras"], "ConvLSTM1D"),
         (["diagnose", "vanishing.keras", "--fail-on", "sad"], "--fail-on"),
@@ -168,6 +169,7 @@ def test_errors_print_one_line_and_exit_two(files, run, args, message):
         ["diagnose", "corrupt.keras"],
         ["diagnose", "vanishing.keras", "--fail-on", "sad"],
         ["diagnose", "vanishing.keras", "--data", "text.npz"],
+        ["diagnose", "vanishing.keras", "--data", "x.npy", "--length", "9"],
     ],
 )
 def test_usage_errors_answer_without_importing_tensorflow(files, args):

@@ -41,6 +41,24 @@ def test_monitor_on_a_model_that_explodes_warns_and_stops_keeping_the_history(da
     )
 
 
+def test_a_nonfinite_measurement_has_no_horizon_not_a_zero_one():
+    monitor = GradientMonitor(np.zeros((2, 10, 2)), None)
+    profile = np.ones((1, 10))
+    monitor.record(0, 0.0, 1.0, profile, [np.ones(10)])
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        monitor.record(1, 1.0, np.inf, profile, [np.full(10, np.inf)])
+    assert monitor.horizons[0] == 10 and np.isnan(monitor.horizons[1])
+    assert [e.kind for e in monitor.events] == ["nonfinite"]  # not a collapse
+
+
+def test_a_probe_batch_that_does_not_fit_the_model_names_x_probe():
+    model = rnngrad.build_rnn("simple", 4, input_dim=2)
+    x, y = adding_problem(32, 10, seed=0)
+    monitor = GradientMonitor(np.zeros((4, 10, 3)), None)  # 3 features, the model takes 2
+    with pytest.raises(ValueError, match=r"probe batch \(x_probe, y_probe\) does not fit"):
+        training.train(model, x, y, epochs=1, callbacks=[monitor])
+
+
 def test_horizon_collapse_is_noticed():
     monitor = GradientMonitor(np.zeros((2, 10, 2)), None, stop_on=["horizon"])
     profile = np.ones((1, 10))

@@ -224,6 +224,36 @@ def test_a_short_healthy_sequence_reports_where_the_rate_would_take_it():
     assert "after about 10 steps" in report.summary()
 
 
+def test_a_healthy_layer_that_grows_is_projected_to_explode():
+    # A linear orthogonal SimpleRNN of gain 2: the transport doubles every step, 2**7 =
+    # 128 is below the exploding ratio 1e3 within the sequence, 2**10 = 1024 above it.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 3)),
+            keras.layers.SimpleRNN(
+                8, activation="linear", recurrent_initializer=keras.initializers.Orthogonal(2.0)
+            ),
+            keras.layers.Dense(1),
+        ]
+    )
+    report = rnngrad.diagnose(model, RNG.normal(size=(4, 8, 3)), np.zeros((4, 1)))
+    layer = report.layers[0]
+    assert layer.verdict == "healthy" and layer.projected_horizon is None
+    assert layer.projected_growth == 10  # 2**10 > 1e3 >= 2**9
+    assert "exceed 1000 (exploding) after about 10 steps" in report.summary()
+
+
+def test_a_loss_without_targets_is_refused_not_swapped():
+    model = keras.Sequential([keras.Input((5, 2)), keras.layers.GRU(3), keras.layers.Dense(1)])
+    x = RNG.normal(size=(4, 5, 2)).astype("float32")
+    for loss in ("mse", keras.losses.BinaryCrossentropy()):
+        with pytest.raises(ValueError, match="needs targets, but y is None"):
+            rnngrad.state_gradient_norms(model, x, loss=loss)
+    report = rnngrad.diagnose(model, x)  # no loss asked for: the target-free loss, said
+    assert any("no targets were given" in note for note in report.notes)
+
+
 def test_half_precision_underflow_is_warned_about():
     keras.utils.set_random_seed(0)
     model = keras.Sequential(

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from rnngrad._replay import refuse
 
-__all__ = ["LOSS_NAMES", "LossSpec", "check_loss_argument", "resolve_loss"]
+__all__ = ["LOSS_NAMES", "LossSpec", "check_loss_argument", "loss_for_targets", "resolve_loss"]
 
 LOSS_NAMES = (
     "mse",
@@ -271,3 +271,11 @@ def _describe_argument(loss: Any) -> str:
     if isinstance(loss, str):
         return repr(loss)
     return getattr(loss, "__name__", None) or type(loss).__name__
+
+
+def loss_for_targets(loss: Any, y: Any) -> Any:
+    """The experiments' convention: their ``loss`` (MSE by default) is the loss of the
+    targets, and without targets they probe the target-free loss ``1/2 ||output||^2``.
+    The public probes refuse a loss without targets instead, so an experiment passes
+    them ``None`` when ``y`` is None."""
+    return loss if y is not None else None

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from rnngrad._inputs import check_inputs, check_model, check_targets
-from rnngrad._losses import resolve_loss
+from rnngrad._losses import loss_for_targets, resolve_loss
 from rnngrad._validation import check_float, check_int
 from rnngrad.probes import LossArg
 
@@ -56,6 +56,7 @@ def finite_difference_state_gradient(
         float64, ``(B, units)``: row i approximates dL_i/dh_t. It matches row i of
         ``state_gradients(model, x, y)[0][:, step - 1]``.
     """
+    loss = loss_for_targets(loss, y)  # y=None: the target-free loss
     layer, head = _split(model)
     check_model(model)
     spec = resolve_loss(model, loss, has_targets=y is not None)

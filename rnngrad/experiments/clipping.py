@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from rnngrad._engine import tf_variables  # re-exported: the truncation and Omega code use it
-from rnngrad._losses import resolve_loss
+from rnngrad._losses import loss_for_targets, resolve_loss
 from rnngrad._validation import check_array, check_choice, check_float
 from rnngrad.probes import LossArg, check_model_data
 from rnngrad.training import make_optimizer
@@ -87,6 +87,7 @@ def weight_gradients(
     >>> [g.shape for g in weight_gradients(model, x, y)]
     [(2, 4), (4, 4), (4,), (4, 1), (1,)]
     """
+    loss = loss_for_targets(loss, y)  # y=None: the target-free loss
     x, y = check_model_data(model, x, y, loss)
     variables = list(model.trainable_variables if variables is None else variables)
     if not variables or not all(isinstance(v, keras.Variable) for v in variables):

@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from rnngrad._inputs import check_inputs, check_targets
-from rnngrad._losses import check_loss_argument, resolve_loss
+from rnngrad._losses import check_loss_argument, loss_for_targets, resolve_loss
 from rnngrad._seed import seed_run
 from rnngrad._validation import check_float, check_int
 from rnngrad.experiments.clipping import tf_variables
@@ -159,6 +159,7 @@ def omega_ratios(
     >>> ratios.shape, bool(np.all(ratios <= 0.5 + 1e-6))
     ((4, 5), True)
     """
+    loss = loss_for_targets(loss, y)  # y=None: the target-free loss
     _check_loss(loss)
     parts = _OmegaParts(model, layer)
     inputs, states, deltas = _inputs_states_deltas(parts, x, y, loss)
@@ -190,6 +191,7 @@ def omega(
     >>> bool(omega(model, x, y) > 5 * 0.25)  # five steps, each factor at most 0.5
     True
     """
+    loss = loss_for_targets(loss, y)  # y=None: the target-free loss
     ratios = omega_ratios(model, x, y, loss=loss, layer=layer)
     return float(np.mean(np.nansum((ratios - 1.0) ** 2, axis=1)))
 
@@ -213,6 +215,7 @@ def omega_gradients(
     gradients : list of numpy.ndarray
         float64, one per trainable variable (zeros where Omega does not depend on it).
     """
+    loss = loss_for_targets(loss, y)  # y=None: the target-free loss
     _check_loss(loss)
     parts = _OmegaParts(model, layer)
     inputs, states, deltas = _inputs_states_deltas(parts, x, y, loss)

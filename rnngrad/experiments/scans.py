@@ -18,6 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from rnngrad._losses import loss_for_targets
 from rnngrad._validation import check_array, check_float, check_int
 from rnngrad.experiments.meanfield import (
     first_simple_rnn,
@@ -110,6 +111,7 @@ def gain_scan(
     >>> np.round(scan.susceptibility, 6).tolist()  # linear: chi = g^2
     [0.25, 4.0]
     """
+    loss = loss_for_targets(loss, y)  # y=None: the target-free loss
     layer = first_simple_rnn(model)
     if layer.input is not model.inputs[0]:
         raise ValueError(f"layer {layer.name!r} must read the model's input directly")

@@ -27,6 +27,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from rnngrad._losses import loss_for_targets
 from rnngrad._validation import check_array, check_float, check_int
 from rnngrad.experiments.meanfield import simple_rnn_preactivations
 from rnngrad.models import recurrent_layers
@@ -95,6 +96,7 @@ def recurrent_gradient_terms(
     >>> float(np.abs(terms[0]).max())  # h_0 = 0: the first step's term vanishes
     0.0
     """
+    loss = loss_for_targets(loss, y)  # y=None: the target-free loss
     delta, h_prev = step_factors(model, x, y, loss=loss, layer=layer)
     return np.einsum("bti,btj->tij", delta, h_prev) / len(delta)
 
@@ -138,6 +140,7 @@ def step_factors(
     >>> delta.shape, float(np.abs(h_prev[:, 0]).max())
     ((8, 6, 4), 0.0)
     """
+    loss = loss_for_targets(loss, y)  # y=None: the target-free loss
     target, index = _simple_rnn_layer(model, layer)
     grads = state_gradients(model, x, y, loss=loss, batch_size=batch_size)[index]
     grads = grads.astype(np.float64)  # (B, T, U)

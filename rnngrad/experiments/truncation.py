@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from rnngrad._engine import probed_layers
-from rnngrad._losses import resolve_loss
+from rnngrad._losses import loss_for_targets, resolve_loss
 from rnngrad._tflog import quiet_retracing_warnings
 from rnngrad._validation import check_int
 from rnngrad.experiments.clipping import optimizer_update, tf_variables, weight_gradients
@@ -210,6 +210,7 @@ def cut_gradients(
         ``model.trainable_variables`` entry. ``full - cut`` is the part of the gradient
         that travelled more than ``lag`` steps back.
     """
+    loss = loss_for_targets(loss, y)  # y=None: the target-free loss
     x_array = np.asarray(x)
     if x_array.ndim < 3:
         raise ValueError(
@@ -349,5 +350,6 @@ def long_range_share(
     >>> bool(long_range_share(model, x, y, lag=10) < 1e-3)  # gain 0.3: almost none
     True
     """
+    loss = loss_for_targets(loss, y)  # y=None: the target-free loss
     full, cut = cut_gradients(model, x, y, lag=lag, loss=loss, compiled=compiled)
     return update_share(full, cut, optimizer)

@@ -191,7 +191,6 @@ def omega(
     >>> bool(omega(model, x, y) > 5 * 0.25)  # five steps, each factor at most 0.5
     True
     """
-    loss = loss_for_targets(loss, y)  # y=None: the target-free loss
     ratios = omega_ratios(model, x, y, loss=loss, layer=layer)
     return float(np.mean(np.nansum((ratios - 1.0) ** 2, axis=1)))
 

@@ -96,7 +96,6 @@ def recurrent_gradient_terms(
     >>> float(np.abs(terms[0]).max())  # h_0 = 0: the first step's term vanishes
     0.0
     """
-    loss = loss_for_targets(loss, y)  # y=None: the target-free loss
     delta, h_prev = step_factors(model, x, y, loss=loss, layer=layer)
     return np.einsum("bti,btj->tij", delta, h_prev) / len(delta)
 

@@ -350,6 +350,5 @@ def long_range_share(
     >>> bool(long_range_share(model, x, y, lag=10) < 1e-3)  # gain 0.3: almost none
     True
     """
-    loss = loss_for_targets(loss, y)  # y=None: the target-free loss
     full, cut = cut_gradients(model, x, y, lag=lag, loss=loss, compiled=compiled)
     return update_share(full, cut, optimizer)

@@ -1,6 +1,6 @@
-/* Wide figures that scroll sideways show that they do.
+/* Wide figures, and wide tables printed by a cell, that scroll sideways show that they do.
  *
- * On a phone a figure wider than the column scrolls inside its own box (chapters.css),
+ * On a phone a figure or a table wider than the column scrolls inside its own box,
  * and nothing else says that part of it is hidden. This script marks every figure whose
  * box overflows with the class `rnngrad-scrolls`, and with `rnngrad-more-left` or
  * `rnngrad-more-right` while part of the figure lies beyond that edge; chapters.css then
@@ -10,7 +10,8 @@
 (function () {
   "use strict";
 
-  const BOX = "figure > a.image-reference";
+  // a figure's image box, and the box of a cell's HTML output (the results tables)
+  const BOX = "figure > a.image-reference, div.cell_output > div.output.text_html";
 
   function mark(box) {
     const figure = box.parentElement;
@@ -39,6 +40,13 @@
   }
 
   function setUp(box) {
+    if (box.parentElement.tagName !== "FIGURE") {
+      // a cell can print several tables: each gets a host of its own for its cues
+      const host = document.createElement("div");
+      host.className = "rnngrad-scroll-host";
+      box.before(host);
+      host.appendChild(box);
+    }
     box.after(
       cue("rnngrad-scroll-fade rnngrad-scroll-fade-left", ""),
       cue("rnngrad-scroll-fade rnngrad-scroll-fade-right", ""),

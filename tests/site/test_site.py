@@ -256,9 +256,10 @@ MEASURE = """() => {
 }"""
 
 
-# Each figure's box, as the page first shows it (before MEASURE opens folded content):
-# whether it scrolls sideways, and whether the cues that say so are shown
-# (book/_static/rnngrad-scroll.js marks the box's figure, chapters.css draws the cues).
+# Each figure's box, and each results table a cell printed, as the page first shows it
+# (before MEASURE opens folded content): whether it scrolls sideways, and whether the
+# cues that say so are shown (book/_static/rnngrad-scroll.js marks the box's figure, or
+# the host it wraps a table's box in; chapters.css draws the cues).
 SCROLL_CUES = """() => {
     const main = document.querySelector('main') || document.body;
     const shown = e => {
@@ -267,12 +268,14 @@ SCROLL_CUES = """() => {
         return style.display !== 'none' && style.visibility !== 'hidden'
             && parseFloat(style.opacity) > 0.5 && e.getBoundingClientRect().width > 0;
     };
-    return [...main.querySelectorAll('figure > a.image-reference')]
+    const boxes = 'figure > a.image-reference, div.rnngrad-scroll-host > div.output';
+    return [...main.querySelectorAll(boxes)]
         .filter(box => box.getClientRects().length > 0 && box.clientWidth > 0)
-        .map(box => {
+        .map((box, i) => {
             const figure = box.parentElement;
+            const img = box.querySelector('img');
             return {
-                figure: figure.id || box.querySelector('img').src.split('/').pop(),
+                figure: figure.id || (img ? img.src.split('/').pop() : `table ${i}`),
                 overflows: box.scrollWidth > box.clientWidth + 1,
                 marked: figure.classList.contains('rnngrad-scrolls'),
                 fade: shown(figure.querySelector('.rnngrad-scroll-fade-right')),
@@ -465,6 +468,14 @@ def test_figures_that_fit_show_no_scroll_cue_on_a_desktop(measured, page):
     _scroll_cues(measured, page, "desktop")
     cues = measured(page, WIDTHS["desktop"])["scrollCues"]
     assert not any(cue["overflows"] for cue in cues), f"{page}: a figure scrolls at 1280 px"
+
+
+def test_the_results_tables_show_that_they_scroll_on_a_phone(measured):
+    # Chapter 12's two tables of step remedies are wider than a phone's column: each is
+    # wrapped in a host of its own and shows its cues (the check above compares them)
+    cues = measured("book/remedies.html", WIDTHS["phone"])["scrollCues"]
+    tables = [cue for cue in cues if cue["figure"].startswith("table")]
+    assert len(tables) == 2 and all(cue["overflows"] and cue["hint"] for cue in tables), cues
 
 
 # Fig 5.1, whose caption asks a reader on a narrow screen to scroll it to its right edge

@@ -18,7 +18,8 @@ import keras
 import numpy as np
 
 from rnngrad._engine import global_norm, run_probe
-from rnngrad._losses import check_loss_argument
+from rnngrad._inputs import check_inputs, check_model, check_targets
+from rnngrad._losses import check_loss_argument, resolve_loss
 from rnngrad._validation import check_array, check_int
 from rnngrad.probes import LossArg
 
@@ -248,8 +249,19 @@ class GradientHistory(keras.callbacks.Callback):
         self.transports = []
         self._step = 0
         self._first_update = updates_made(self.model) or 0
-        try:  # the first measurement is where the probe batch meets the model
-            self._take()
+        self._check_probe_batch()
+        self._take()
+
+    def _check_probe_batch(self) -> None:
+        """The probe batch against the model, which the callback first meets here: an
+        error in the batch names ``x_probe``/``y_probe`` (the probe's own checks name
+        ``x``/``y``); an error in the model or the loss is left as the probe reports it."""
+        check_model(self.model)
+        spec = resolve_loss(self.model, self.loss, has_targets=self.y_probe is not None)
+        try:
+            xs = check_inputs(self.model, self.x_probe)
+            if self.y_probe is not None:
+                check_targets(self.model, xs, self.y_probe, spec)
         except (ValueError, TypeError) as err:
             raise type(err)(
                 f"{type(self).__name__}: the probe batch (x_probe, y_probe) does not fit "

@@ -59,6 +59,18 @@ def test_a_probe_batch_that_does_not_fit_the_model_names_x_probe():
         training.train(model, x, y, epochs=1, callbacks=[monitor])
 
 
+def test_a_model_the_probe_refuses_is_not_blamed_on_the_probe_batch():
+    inputs = keras.Input(batch_shape=(4, 10, 2))
+    hidden = keras.layers.SimpleRNN(4, stateful=True, name="kept")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = adding_problem(8, 10, seed=0)
+    monitor = GradientMonitor(x[:4], y[:4])
+    with pytest.raises(ValueError, match="stateful") as caught:
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[monitor])
+    assert "probe batch" not in str(caught.value)
+
+
 def test_horizon_collapse_is_noticed():
     monitor = GradientMonitor(np.zeros((2, 10, 2)), None, stop_on=["horizon"])
     profile = np.ones((1, 10))

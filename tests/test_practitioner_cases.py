@@ -206,18 +206,24 @@ def test_distinct_layers_with_one_name_are_not_called_one_layer():
     assert gradient_profiles(model, X, Y).names == ["lstm", "lstm [2]"]
 
 
-def test_a_short_healthy_sequence_reports_where_the_rate_would_take_it():
+def _linear_orthogonal_report(gain: float):
+    """diagnose on a linear SimpleRNN with W_h = gain * Q over 8 steps: its transport is
+    gain**lag exactly, healthy within the sequence for gain 0.5 and 2."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
             keras.Input((8, 3)),
             keras.layers.SimpleRNN(
-                8, activation="linear", recurrent_initializer=keras.initializers.Orthogonal(0.5)
+                8, activation="linear", recurrent_initializer=keras.initializers.Orthogonal(gain)
             ),
             keras.layers.Dense(1),
         ]
     )
-    report = rnngrad.diagnose(model, RNG.normal(size=(4, 8, 3)), np.zeros((4, 1)))
+    return rnngrad.diagnose(model, RNG.normal(size=(4, 8, 3)), np.zeros((4, 1)))
+
+
+def test_a_short_healthy_sequence_reports_where_the_rate_would_take_it():
+    report = _linear_orthogonal_report(0.5)
     layer = report.layers[0]
     assert layer.verdict == "healthy"  # 0.5**7 is above 1e-3 within the sequence
     assert layer.projected_horizon == 10  # 0.5**10 < 1e-3 <= 0.5**9
@@ -225,19 +231,8 @@ def test_a_short_healthy_sequence_reports_where_the_rate_would_take_it():
 
 
 def test_a_healthy_layer_that_grows_is_projected_to_explode():
-    # A linear orthogonal SimpleRNN of gain 2: the transport doubles every step, 2**7 =
-    # 128 is below the exploding ratio 1e3 within the sequence, 2**10 = 1024 above it.
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((8, 3)),
-            keras.layers.SimpleRNN(
-                8, activation="linear", recurrent_initializer=keras.initializers.Orthogonal(2.0)
-            ),
-            keras.layers.Dense(1),
-        ]
-    )
-    report = rnngrad.diagnose(model, RNG.normal(size=(4, 8, 3)), np.zeros((4, 1)))
+    # gain 2: 2**7 = 128 is below the exploding ratio 1e3 within the sequence
+    report = _linear_orthogonal_report(2.0)
     layer = report.layers[0]
     assert layer.verdict == "healthy" and layer.projected_horizon is None
     assert layer.projected_growth == 10  # 2**10 > 1e3 >= 2**9
